@@ -1,0 +1,92 @@
+"""What every picker shares: the candidates it chooses from, the live loads, the context.
+
+A pool's runtime builds a picker from the *eligible* backends (healthy, enabled, not
+ejected) and their effective weights, and rebuilds it when that set or a weight
+changes. Pickers never see health; they see candidates. In-flight counts and latency
+live in `Loads`, which outlives pickers, so a rebuild forgets nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+EWMA_DECAY = 10.0
+"""Time constant (seconds) of the latency EWMA used by least_load."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A backend a picker may choose: its stable index in the pool and its effective weight."""
+
+    index: int
+    weight: float
+
+
+@dataclass(slots=True)
+class Loads:
+    """Live per-backend load of one pool, indexed by backend index."""
+
+    inflight: list[int]
+    latency: list[float]
+    """EWMA of response latency in seconds (0.0 until the first sample)."""
+    _stamp: list[float] = field(default_factory=list)
+
+    @classmethod
+    def for_pool(cls, size: int) -> Loads:
+        return cls([0] * size, [0.0] * size, [0.0] * size)
+
+    def start(self, index: int) -> None:
+        self.inflight[index] += 1
+
+    def done(self, index: int, latency: float | None, now: float) -> None:
+        """A request to `index` ended; `latency` is None when it failed before answering."""
+        self.inflight[index] -= 1
+        if latency is None:
+            return
+        old = self.latency[index]
+        if old == 0.0:
+            self.latency[index] = latency
+        else:
+            # Time-decayed EWMA (as Finagle's peak-EWMA): recent samples weigh more.
+            elapsed = max(now - self._stamp[index], 0.0)
+            w = pow(2.718281828459045, -elapsed / EWMA_DECAY)
+            self.latency[index] = old * w + latency * (1.0 - w)
+        self._stamp[index] = now
+
+
+@dataclass(slots=True)
+class PickContext:
+    """Per-request inputs of a pick.
+
+    hash_key: bytes the hash picker hashes (None: fall back to a random pick).
+    exclude: backend indexes already tried by this request (haproxy's srvtoavoid);
+    a picker avoids them while any other candidate exists, and returns None
+    only when every candidate is excluded.
+    """
+
+    hash_key: bytes | None = None
+    exclude: frozenset[int] | set[int] = frozenset()
+
+
+class Picker(Protocol):
+    """One balancing algorithm over a fixed candidate list."""
+
+    name: ClassVar[str]
+
+    def pick(self, ctx: PickContext) -> int | None:
+        """Return the chosen backend index, or None when no candidate is allowed."""
+        ...
+
+
+class PickerFactory(Protocol):
+    def __call__(
+        self,
+        candidates: Sequence[Candidate],
+        loads: Loads,
+        rng: random.Random,
+        *,
+        balance_factor: float = ...,
+    ) -> Picker: ...

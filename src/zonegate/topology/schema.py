@@ -1,0 +1,217 @@
+"""The topology file, one pydantic model per YAML section.
+
+Every model forbids unknown keys and is frozen. Each field documents its default and
+range; an invalid value is an error, never silently replaced by a default.
+Cross-references (a pool's zone exists, backup pools form no cycle, split ranges tile)
+are checked by `topology.validate`, which runs after this schema pass.
+
+Section ownership: `zones` (vrrp, dns), `pools` (balance, health), `listeners` (lb),
+`split` (control, client).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from zonegate.topology.types import Address, Duration, HashKey, HashKeySpec, StatusCodes, parse_hash_key, parse_status_range
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
+BALANCE_ALGORITHMS = ("random", "round_robin", "weighted", "hash", "least_conn", "least_load")
+
+
+class Model(BaseModel):
+    """Base: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Zone(Model):
+    """A datacenter or cloud zone."""
+
+    region: Name | None = None
+    """Region the zone serves best (used by GSLB topology policy). Default: none."""
+    lb_admin: Address | None = None
+    """Admin endpoint of this zone's `zonegate lb` (metrics, status, drain). Default: none;
+    `zonegate lb --admin` overrides it."""
+
+
+class ActiveCheck(Model):
+    """Active health check run against every backend of a pool."""
+
+    type: Literal["tcp", "http"] = "tcp"
+    """tcp: connect succeeds. http: GET `path` answers a status in `expect_status`."""
+    path: Annotated[str, Field(pattern=r"^/[^\s]*$")] = "/"
+    host: str | None = None
+    """Host header of the HTTP check. Default: the backend address."""
+    expect_status: StatusCodes = parse_status_range("200-399")
+    expect_body: str | None = None
+    """A substring the first 64 KiB of the body must contain. Default: none."""
+    interval: Duration = Field(default=1.0, gt=0)
+    timeout: Duration = Field(default=1.0, gt=0)
+    rise: Annotated[int, Field(ge=1, le=100)] = 2
+    """Consecutive successes that bring a down backend up."""
+    fall: Annotated[int, Field(ge=1, le=100)] = 3
+    """Consecutive failures that take an up backend down."""
+
+
+class PassiveCheck(Model):
+    """Outlier ejection from live traffic (connect failures, resets, 5xx answers)."""
+
+    consecutive_failures: Annotated[int, Field(ge=0, le=1000)] = 5
+    """Failures in a row that eject a backend; 0 disables passive ejection."""
+    consecutive_5xx: bool = True
+    """Whether 5xx answers count as failures (connect errors and resets always do)."""
+    base_ejection: Duration = Field(default=5.0, gt=0)
+    """First ejection time; doubles with each ejection in a row, up to max_ejection."""
+    max_ejection: Duration = Field(default=300.0, gt=0)
+    max_ejected_percent: Annotated[int, Field(ge=0, le=100)] = 50
+    """Never eject more than this share of a pool's backends at once."""
+
+
+class Health(Model):
+    """How a pool decides which backends are healthy."""
+
+    active: ActiveCheck | None = ActiveCheck()
+    """Active checks; null disables them (backends are then up unless ejected)."""
+    passive: PassiveCheck = PassiveCheck()
+    slow_start: Duration = Field(default=0.0, ge=0)
+    """A backend that comes back ramps its weight from 10% to 100% over this time."""
+
+
+class Backend(Model):
+    """One server of a pool."""
+
+    address: Address
+    name: Name | None = None
+    """Default: the address."""
+    weight: Annotated[int, Field(ge=0, le=10000)] = 1
+    state: Literal["enabled", "drain", "disabled"] = "enabled"
+    """Admin state: drain takes no new requests but finishes in-flight ones."""
+
+    @property
+    def id(self) -> str:
+        return self.name or str(self.address)
+
+
+class PoolTimeouts(Model):
+    connect: Duration = Field(default=1.0, gt=0)
+    """Time to open a TCP connection to a backend."""
+    read: Duration = Field(default=30.0, gt=0)
+    """Longest silence from a backend while a response is expected (504 before the
+    first byte, connection closed after)."""
+
+
+class Pool(Model):
+    """A set of backends in one zone, with a balancing algorithm and health checks."""
+
+    zone: Name
+    backends: Annotated[list[Backend], Field(min_length=1)]
+    balance: Literal["random", "round_robin", "weighted", "hash", "least_conn", "least_load"] = "weighted"
+    hash_key: HashKeySpec = parse_hash_key("client_ip")
+    """For `balance: hash`: client_ip, header:NAME, cookie:NAME or query:NAME."""
+    hash_balance_factor: Annotated[float, Field(ge=1.0, le=10.0)] = 1.25
+    """Bounded loads: no backend takes more than this factor times the mean in-flight."""
+    health: Health = Health()
+    backup: Name | None = None
+    """Pool (usually in another zone) that takes traffic this pool cannot serve."""
+    overprovisioning: Annotated[float, Field(ge=1.0, le=10.0)] = 1.4
+    """Spill starts when healthy share x overprovisioning < 1 (Envoy's factor)."""
+    panic_threshold: Share = 0.5
+    """Below this healthy share, with no backup able to help, use every backend."""
+    capacity: Annotated[int, Field(ge=1)] | None = None
+    """In-flight requests above which new ones spill to the backup. Default: unlimited."""
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    timeouts: PoolTimeouts = PoolTimeouts()
+    keepalive: Annotated[int, Field(ge=0, le=10000)] = 128
+    """Idle upstream connections kept per backend."""
+    keepalive_timeout: Duration = Field(default=60.0, gt=0)
+
+
+class Route(Model):
+    """Sends requests for a Host (and path prefix) to a pool."""
+
+    host: str | None = None
+    """Exact host, or '*.example.test' for any subdomain; null matches any host."""
+    path_prefix: Annotated[str, Field(pattern=r"^/")] = "/"
+    pool: Name
+
+
+class ListenerTimeouts(Model):
+    header: Duration = Field(default=10.0, gt=0)
+    """Total time to receive a request's line and headers (slowloris defence)."""
+    client_idle: Duration = Field(default=60.0, gt=0)
+    """Idle keep-alive time, and longest silence while a request body is read."""
+    total: Duration | None = None
+    """Optional cap on a whole request/response exchange. Default: none."""
+
+
+class ListenerLimits(Model):
+    header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 16384
+    """Request header block size; larger gets 431."""
+    request_line_bytes: Annotated[int, Field(ge=256, le=1 << 20)] = 8192
+    """Request line size; larger gets 414."""
+    max_connections: Annotated[int, Field(ge=1)] = 20000
+
+
+class Listener(Model):
+    """A socket `zonegate lb` accepts on, with its routes."""
+
+    zone: Name
+    bind: Address
+    protocol: Literal["http", "tcp"] = "http"
+    """http: L7 reverse proxy. tcp: L4 proxy to the single route's pool."""
+    routes: Annotated[list[Route], Field(min_length=1)]
+    timeouts: ListenerTimeouts = ListenerTimeouts()
+    limits: ListenerLimits = ListenerLimits()
+    forwarded_headers: bool = True
+    """Add X-Forwarded-For, X-Forwarded-Proto and Via."""
+    version_header: str | None = "X-Zonegate-Version"
+    """Response header carrying the config version; null disables it."""
+
+
+class SplitZone(Model):
+    """One zone's share of a domain: hash(DeviceID) % sharding in [lower, upper)."""
+
+    lower: Annotated[int, Field(ge=0)]
+    upper: Annotated[int, Field(ge=0)]
+    domain: str
+
+
+class SplitMap(Model):
+    """A domain's traffic split over zones."""
+
+    sharding: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    zones: Annotated[dict[Name, SplitZone], Field(min_length=1)]
+
+
+class Topology(Model):
+    """The whole topology file."""
+
+    zones: Annotated[dict[Name, Zone], Field(min_length=1)]
+    pools: dict[Name, Pool] = {}
+    listeners: dict[Name, Listener] = {}
+    split: dict[str, SplitMap] = {}
+
+
+__all__ = [
+    "BALANCE_ALGORITHMS",
+    "ActiveCheck",
+    "Backend",
+    "HashKey",
+    "Health",
+    "Listener",
+    "ListenerLimits",
+    "ListenerTimeouts",
+    "PassiveCheck",
+    "Pool",
+    "PoolTimeouts",
+    "Route",
+    "SplitMap",
+    "SplitZone",
+    "Topology",
+    "Zone",
+]
