@@ -11,22 +11,35 @@ Section ownership: `zones` (vrrp, dns), `pools` (balance, health), `listeners` (
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from zonegate.topology.types import Address, Duration, HashKey, HashKeySpec, StatusCodes, parse_hash_key, parse_status_range
+from zonegate.topology.types import (
+    Address,
+    Duration,
+    HashKey,
+    HashKeySpec,
+    StatusCodes,
+    parse_hash_key,
+    parse_status_range,
+)
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
-BALANCE_ALGORITHMS = ("random", "round_robin", "weighted", "hash", "least_conn", "least_load")
+Balance = Literal["random", "round_robin", "weighted", "hash", "least_conn", "least_load"]
+BALANCE_ALGORITHMS: tuple[str, ...] = get_args(Balance)
 
 
 class Model(BaseModel):
-    """Base: unknown keys are errors, values are immutable."""
+    """Base: unknown keys are errors, values are immutable, types are strict.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict because YAML already types its scalars: `weight: true` or `retries: "3"` is
+    a mistake to report, not a value to coerce (lax pydantic would take them as 1 and 3).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Zone(Model):
@@ -110,7 +123,7 @@ class Pool(Model):
 
     zone: Name
     backends: Annotated[list[Backend], Field(min_length=1)]
-    balance: Literal["random", "round_robin", "weighted", "hash", "least_conn", "least_load"] = "weighted"
+    balance: Balance = "weighted"
     hash_key: HashKeySpec = parse_hash_key("client_ip")
     """For `balance: hash`: client_ip, header:NAME, cookie:NAME or query:NAME."""
     hash_balance_factor: Annotated[float, Field(ge=1.0, le=10.0)] = 1.25

@@ -8,14 +8,18 @@ field's path and the loader adds file and line.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s|m|h)\s*")
+# (multiplier, divisor): dividing by an exact integer rounds once, so '250ms' is exactly
+# float('250') / 1000 and format_duration can round-trip every value it prints.
+_UNIT_SCALE = {"us": (1, 1_000_000), "ms": (1, 1000), "s": (1, 1), "m": (60, 1), "h": (3600, 1)}
 
 
 def parse_duration(value: Any) -> float:
@@ -29,17 +33,37 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"duration {value!r} needs a unit, e.g. '{value}s' or '{value}ms'")
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as '250ms' or '3s', got {value!r}")
-    m = _DURATION.match(value)
+    m = _DURATION.fullmatch(value)
     if not m:
-        raise ValueError(f"invalid duration {value!r}: expected a number and a unit (us, ms, s, m, h)")
-    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        raise ValueError(
+            f"invalid duration {value!r}: expected a number and a unit (us, ms, s, m, h)"
+        )
+    multiplier, divisor = _UNIT_SCALE[m.group(2)]
+    seconds = float(m.group(1)) * multiplier / divisor
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {value!r}: too large")
+    return seconds
+
+
+def _plain_number(x: Decimal) -> str:
+    # Decimal(repr(float)) is the shortest exact text of a float, but may print with
+    # an exponent, which parse_duration (like every duration in the file) rejects.
+    text = format(x, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def format_duration(seconds: float) -> str:
-    """The inverse of parse_duration, for dumping a model back to YAML/JSON."""
-    if seconds and seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
+    """The inverse of parse_duration, for dumping a model back to YAML/JSON.
+
+    Sub-second values print in milliseconds when that text parses back to the same
+    float, else in seconds; either way `parse_duration(format_duration(x)) == x`.
+    """
+    exact = Decimal(repr(float(seconds)))
+    if 0 < seconds < 1:
+        ms = _plain_number(exact * 1000)
+        if float(ms) / 1000 == seconds:
+            return f"{ms}ms"
+    return f"{_plain_number(exact)}s"
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
@@ -65,10 +89,12 @@ def _check_host(host: str, text: str) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
-    if re.fullmatch(r"[\d.]+", host):
+    if re.fullmatch(r"[0-9.]+", host):
         raise ValueError(f"invalid address {text!r}: {host!r} is not a valid IPv4 address")
     if len(host) > 253 or not all(_HOSTNAME_LABEL.match(p) for p in host.rstrip(".").split(".")):
-        raise ValueError(f"invalid address {text!r}: {host!r} is neither an IP address nor a host name")
+        raise ValueError(
+            f"invalid address {text!r}: {host!r} is neither an IP address nor a host name"
+        )
     return host
 
 
@@ -87,7 +113,9 @@ def parse_hostport(value: Any) -> HostPort:
         try:
             host = str(ipaddress.IPv6Address(host))
         except ValueError:
-            raise ValueError(f"invalid address {value!r}: {host!r} is not an IPv6 address") from None
+            raise ValueError(
+                f"invalid address {value!r}: {host!r} is not an IPv6 address"
+            ) from None
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep:
@@ -95,7 +123,7 @@ def parse_hostport(value: Any) -> HostPort:
         if ":" in host:
             raise ValueError(f"invalid address {value!r}: write IPv6 addresses as '[addr]:port'")
         host = _check_host(host, value)
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"invalid address {value!r}: port must be a number from 1 to 65535")
     return HostPort(host, int(port_text))
 
@@ -126,13 +154,15 @@ def parse_status_range(value: Any) -> StatusRange:
     if m:
         base = int(m.group(1)) * 100
         return StatusRange(base, base + 99)
-    m = re.fullmatch(r"(\d{3})(?:\s*-\s*(\d{3}))?", text)
+    m = re.fullmatch(r"([0-9]{3})(?:\s*-\s*([0-9]{3}))?", text)
     if not m:
         raise ValueError(f"invalid status range {value!r}: expected '200', '200-399' or '2xx'")
     low = int(m.group(1))
     high = int(m.group(2) or low)
     if not 100 <= low <= high <= 599:
-        raise ValueError(f"invalid status range {value!r}: codes must satisfy 100 <= low <= high <= 599")
+        raise ValueError(
+            f"invalid status range {value!r}: codes must satisfy 100 <= low <= high <= 599"
+        )
     return StatusRange(low, high)
 
 
@@ -161,7 +191,8 @@ def parse_hash_key(value: Any) -> HashKey:
     kind, _, name = value.strip().partition(":")
     if kind not in HASH_KEY_KINDS:
         raise ValueError(
-            f"invalid hash key {value!r}: expected client_ip, header:NAME, cookie:NAME or query:NAME"
+            f"invalid hash key {value!r}: "
+            "expected client_ip, header:NAME, cookie:NAME or query:NAME"
         )
     if kind == "client_ip":
         if name:

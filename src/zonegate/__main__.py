@@ -1,0 +1,5 @@
+import sys
+
+from zonegate.cli import main
+
+sys.exit(main())

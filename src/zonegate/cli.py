@@ -1,0 +1,111 @@
+"""The `zonegate` command: one subcommand per component."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from zonegate import __version__
+from zonegate.topology.types import parse_duration, parse_hostport
+
+
+def _hostport(text: str):  # type: ignore[no-untyped-def]
+    try:
+        return parse_hostport(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="zonegate",
+        description="High-availability multi-datacenter access layer: "
+        "load balancer, health checks, failover between zones.",
+    )
+    p.add_argument("--version", action="version", version=f"zonegate {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("check", help="validate a topology file (every error with file:line:col)")
+    c.add_argument("file", help="topology YAML file")
+
+    lb = sub.add_parser(
+        "lb",
+        help="run the L7 load balancer of one zone",
+        description="Serve the HTTP listeners of one zone of the topology: reverse proxy with "
+        "health checks, balancing, retries and a backup pool. SIGHUP reloads the file, "
+        "SIGTERM drains and stops.",
+    )
+    lb.add_argument("file", help="topology YAML file")
+    lb.add_argument("--zone", required=True, help="zone whose listeners to serve")
+    lb.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the ports with SO_REUSEPORT (default 1)",
+    )
+    lb.add_argument(
+        "--admin",
+        type=_hostport,
+        default=None,
+        help="admin endpoint HOST:PORT (default: the zone's lb_admin)",
+    )
+    lb.add_argument(
+        "--drain-timeout",
+        type=_duration,
+        default=30.0,
+        help="longest wait for in-flight requests at stop (default 30s)",
+    )
+    lb.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    d = sub.add_parser(
+        "demo",
+        help="run the example topology on loopback with demo backends and break it",
+        description="Start examples/two-zones.yaml's two LBs and six demo backends on loopback, "
+        "send traffic, kill backends, and report what clients saw. No root needed.",
+    )
+    d.add_argument(
+        "--topology", default=None, help="topology file (default: the packaged two-zone example)"
+    )
+    d.add_argument("--quick", action="store_true", help="shorter steps (for tests)")
+    d.add_argument("--report", default=None, help="write the report as JSON to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check":
+        from zonegate.topology.check import run_check
+
+        return run_check(args.file)
+    if args.command == "lb":
+        from zonegate.lb.server import LbOptions, run_lb, setup_logging
+
+        if args.workers < 1:
+            print("zonegate lb: --workers must be at least 1", file=sys.stderr)
+            return 2
+        setup_logging(args.log_level)
+        return run_lb(
+            LbOptions(
+                path=args.file,
+                zone=args.zone,
+                workers=args.workers,
+                admin=args.admin,
+                drain_timeout=args.drain_timeout,
+            )
+        )
+    if args.command == "demo":
+        from zonegate.lab.demo import run_demo
+
+        return run_demo(topology=args.topology, quick=args.quick, report=args.report)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""A pool as one worker sees it: backends, current candidate weights, picker, loads.
+
+Health is decided elsewhere (the health hub, one per `zonegate lb`, see lb/hub.py);
+the worker receives a `PoolState` whenever it changes and rebuilds its picker.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from zonegate.balance import make_picker
+from zonegate.balance.base import Candidate, Loads, PickContext, Picker
+from zonegate.lb.http1 import RequestHead
+from zonegate.lb.stats import PoolStats
+from zonegate.topology.schema import Pool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """What the health hub publishes about one pool.
+
+    weights: the candidate weight of each backend (by index); 0 means not eligible.
+    In panic mode the hub has already put every enabled backend back in.
+    """
+
+    weights: tuple[float, ...]
+    local_share: float = 1.0
+    panic: bool = False
+    reason: str = ""
+
+
+class PoolRuntime:
+    """One pool in one worker."""
+
+    __slots__ = (
+        "backends",
+        "backup",
+        "capacity",
+        "cfg",
+        "fail_streak",
+        "hash_key",
+        "ids",
+        "inflight",
+        "loads",
+        "name",
+        "picker",
+        "rng",
+        "state",
+        "stats",
+    )
+
+    def __init__(
+        self, name: str, cfg: Pool, rng: random.Random, previous: PoolRuntime | None = None
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.backends = list(cfg.backends)
+        self.ids = [b.id for b in self.backends]
+        self.rng = rng
+        self.capacity = cfg.capacity
+        self.hash_key = cfg.hash_key
+        self.backup: PoolRuntime | None = None
+        n = len(self.backends)
+        self.loads = Loads.for_pool(n)
+        self.stats = PoolStats(n)
+        self.fail_streak = [0] * n
+        self.inflight = 0
+        if previous is not None:
+            # Keep the live load of backends that stay, so least_conn and bounded-load
+            # hashing don't see a reloaded pool as idle.
+            old = {bid: i for i, bid in enumerate(previous.ids)}
+            for i, bid in enumerate(self.ids):
+                j = old.get(bid)
+                if j is not None:
+                    self.loads.latency[i] = previous.loads.latency[j]
+        initial = tuple(float(b.weight) if b.state == "enabled" else 0.0 for b in self.backends)
+        self.state = PoolState(initial)
+        self.picker: Picker = self._build_picker()
+
+    def _build_picker(self) -> Picker:
+        cands = [Candidate(i, w) for i, w in enumerate(self.state.weights) if w > 0]
+        return make_picker(
+            self.cfg.balance,
+            cands,
+            self.loads,
+            self.rng,
+            balance_factor=self.cfg.hash_balance_factor,
+        )
+
+    def apply(self, state: PoolState) -> None:
+        """Take a new state from the hub."""
+        if len(state.weights) != len(self.backends):
+            return  # published for another generation of this pool; a fresh one follows
+        changed = state.weights != self.state.weights
+        self.state = state
+        if changed:
+            self.picker = self._build_picker()
+
+    def eligible(self) -> bool:
+        return any(w > 0 for w in self.state.weights)
+
+    def over_capacity(self) -> bool:
+        return self.capacity is not None and self.inflight >= self.capacity
+
+    def pick(
+        self, req: RequestHead | None, client_ip: bytes, exclude: set[int] | frozenset[int]
+    ) -> int | None:
+        """Choose a backend of this pool (no spill), or None."""
+        key = self.key_for(req, client_ip) if self.cfg.balance == "hash" else None
+        return self.picker.pick(PickContext(key, exclude))
+
+    def key_for(self, req: RequestHead | None, client_ip: bytes) -> bytes | None:
+        """The consistent-hash key of a request (None: no key, pick at random)."""
+        kind = self.hash_key.kind
+        if kind == "client_ip" or req is None:
+            return client_ip
+        name = self.hash_key.name
+        if kind == "header":
+            return req.header(name.encode())
+        if kind == "cookie":
+            for k, v in req.headers:
+                if k.lower() == b"cookie":
+                    for part in v.split(b";"):
+                        cname, _, cval = part.strip().partition(b"=")
+                        if cname.decode("latin-1") == name:
+                            return cval
+            return None
+        q = req.target.find(b"?")
+        if q < 0:
+            return None
+        for k, v in parse_qsl(req.target[q + 1 :].decode("latin-1"), keep_blank_values=True):
+            if k == name:
+                return v.encode("latin-1")
+        return None
+
+
+def link_backups(pools: dict[str, PoolRuntime]) -> None:
+    """Point each pool at its backup's runtime."""
+    for p in pools.values():
+        p.backup = pools.get(p.cfg.backup) if p.cfg.backup else None

@@ -1,0 +1,984 @@
+"""The L7 proxy's hot path: client connections, exchanges, upstream connections.
+
+Built on asyncio Protocols (uvloop in production) and httptools, with no streams and
+no task per request: bytes arrive in `data_received`, the parsers call back, and the
+proxy writes what it has to the other side once per read. Bodies are streamed chunk
+by chunk in both directions with flow control (pause the reader when the writer's
+buffer is high), never buffered whole.
+
+One `Exchange` is one request/response. Its life::
+
+    route -> select backend (spill, retries exclude tried ones) -> idle upstream or connect
+      -> send head (+ body as it arrives) -> response head -> body -> done
+                │ connect failed / reset before any response byte
+                └─> passive failure; retry on another backend if allowed; else 502/504
+
+Timeouts are deadlines checked by the worker's sweeper every 100 ms, not timers per
+request: the header timeout (slowloris), the client idle time, the upstream read time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from time import perf_counter
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from zonegate.errors import HttpParseError
+from zonegate.lb import http1
+from zonegate.lb.http1 import (
+    BODY_CHUNKED,
+    BODY_NONE,
+    BODY_UNTIL_CLOSE,
+    RequestHead,
+    build_request_head,
+    build_response_head,
+    check_request,
+    check_response,
+    simple_response,
+)
+
+if TYPE_CHECKING:
+    from zonegate.lb.pools import PoolRuntime
+    from zonegate.lb.worker import ListenerRuntime, Worker
+
+log = logging.getLogger("zonegate.lb")
+
+INF = float("inf")
+REPLAY_LIMIT = 64 * 1024
+"""Request body bytes kept for a retry; a longer body that was partly sent is not retried."""
+PENDING_HIGH = 256 * 1024
+"""Unsent request body bytes above which we stop reading the client."""
+WRITE_HIGH = 256 * 1024
+
+# Client reading states
+IDLE, HEAD, BODY = 0, 1, 2
+
+# Reasons to pause reading from the client (bit flags)
+P_PIPELINE, P_UPSTREAM, P_PENDING = 1, 2, 4
+
+_EMPTY: frozenset[int] = frozenset()
+_CRLF = b"\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class _Reject(Exception):
+    """Raised inside parser callbacks to stop parsing; the reason is on the connection."""
+
+
+class ClientConnection(asyncio.Protocol):
+    """One downstream (client) connection of an HTTP listener."""
+
+    __slots__ = (
+        "closing",
+        "deadline",
+        "eof",
+        "error",
+        "exchange",
+        "feeding",
+        "head_raw",
+        "header_bytes",
+        "headers",
+        "listener",
+        "parser",
+        "paused",
+        "peer_ip",
+        "queue",
+        "reading",
+        "transport",
+        "upgraded",
+        "url",
+        "worker",
+        "write_paused",
+    )
+
+    def __init__(self, worker: Worker, listener: ListenerRuntime) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.reading = IDLE
+        self.deadline = INF
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.head_raw = 0
+        self.exchange: Exchange | None = None
+        self.feeding: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.paused = 0
+        self.write_paused = False
+        self.error: tuple[int, str] | None = None
+        self.closing = False
+        self.eof = False
+        self.upgraded = False
+        self.peer_ip = b"-"
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast("asyncio.Transport", transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip = peer[0].encode()
+        w = self.worker
+        w.connections.add(self)
+        if len(w.connections) > self.listener.cfg.limits.max_connections:
+            transport.abort()
+            return
+        self.deadline = w.now + self.listener.idle_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.worker.connections.discard(self)
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.client_gone()
+        for q in self.queue:
+            q.client_gone()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.exchange
+        if ex is not None and ex.up is not None:
+            ex.up.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.exchange
+        if ex is not None and ex.up is not None:
+            ex.up.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing or self.upgraded:
+            return
+        if self.reading != BODY:
+            self.head_raw += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrade is hop-by-hop and removed: the request goes on as a plain one and
+            # the connection closes after its response (tunnels are not proxied).
+            self.upgraded = True
+            last = self.queue[-1] if self.queue else self.exchange
+            if last is not None:
+                last.keep_alive = False
+        except (httptools.HttpParserCallbackError, httptools.HttpParserError) as e:
+            self._parse_failed(e)
+            return
+        if self.reading == HEAD:
+            limits = self.listener.cfg.limits
+            if self.head_raw > limits.header_bytes + limits.request_line_bytes:
+                self._reject_now(431, "request header block too large")
+                return
+        ex = self.exchange
+        if ex is not None:
+            ex.flush_upstream()
+
+    def eof_received(self) -> bool:
+        # A half-closed client may still read the response of a request it finished.
+        self.eof = True
+        return self.exchange is not None and self.reading == IDLE
+
+    # parser callbacks
+
+    def on_message_begin(self) -> None:
+        self.reading = HEAD
+        self.url = b""
+        self.headers = []
+        self.header_bytes = 0
+        self.deadline = self.worker.now + self.listener.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.listener.cfg.limits.request_line_bytes:
+            self.error = (414, "request target too long")
+            raise _Reject
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.listener.cfg.limits.header_bytes:
+            self.error = (431, "request header block too large")
+            raise _Reject
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        te_chunked = False
+        clen = -1
+        for name, value in self.headers:
+            if len(name) == 17 and name.lower() == b"transfer-encoding":
+                te_chunked = True
+            elif len(name) == 14 and name.lower() == b"content-length":
+                clen = int(value)
+        try:
+            req = check_request(
+                p.get_method(),
+                self.url,
+                p.get_http_version(),
+                self.headers,
+                p.should_keep_alive(),
+                te_chunked,
+                clen,
+            )
+        except HttpParseError as e:
+            self.error = (e.hint, str(e))
+            raise _Reject from None
+        self.head_raw = 0
+        self.reading = BODY if req.body != BODY_NONE else IDLE
+        self.deadline = (
+            INF if req.body == BODY_NONE else self.worker.now + self.listener.idle_timeout
+        )
+        ex = Exchange(self, req)
+        if req.body != BODY_NONE:
+            self.feeding = ex
+        if self.exchange is None:
+            self.exchange = ex
+            ex.start()
+        else:
+            self.queue.append(ex)
+            self.pause(P_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.feeding
+        if ex is not None:
+            self.deadline = self.worker.now + self.listener.idle_timeout
+            ex.client_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.feeding
+        if ex is not None:
+            self.feeding = None
+            ex.client_body_done()
+        self.reading = IDLE
+        if self.exchange is not None:
+            self.deadline = INF
+
+    # helpers
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+
+    def _parse_failed(self, e: Exception) -> None:
+        status, msg = self.error or (400, str(e) or "malformed request")
+        if isinstance(e, httptools.HttpParserError) and self.error is None:
+            msg = f"malformed request: {e}"
+        self.worker.count_client_error("client_bad_request")
+        self._reject_now(status, msg)
+
+    def _reject_now(self, status: int, msg: str) -> None:
+        """Answer an error the client caused and close, abandoning what it sent."""
+        log.info("%d %s client=%s", status, msg, self.peer_ip.decode())
+        self.closing = True
+        ex = self.exchange
+        if ex is not None and not ex.response_started:
+            self.exchange = None
+            ex.client_gone()
+        if self.exchange is None and self.transport is not None:
+            self.transport.write(simple_response(status, msg, close=True))
+            self.transport.close()
+        elif self.transport is not None:
+            self.transport.close()
+
+    def on_deadline(self, now: float) -> None:
+        """Called by the sweeper when `deadline` has passed."""
+        if self.transport is None:
+            return
+        if self.reading == HEAD:
+            self.worker.count_client_error("client_header_timeout")
+            self._reject_now(408, "timed out reading the request head")
+        elif self.reading == BODY:
+            log.info("closing client %s: request body stalled", self.peer_ip.decode())
+            self.closing = True
+            self.transport.abort()
+        else:
+            self.closing = True
+            self.transport.close()
+
+    def exchange_done(self, ex: Exchange, keep_alive: bool) -> None:
+        """An exchange finished writing its response."""
+        if self.exchange is not ex:
+            return
+        self.exchange = None
+        t = self.transport
+        if t is None or self.closing:
+            return
+        self.resume(P_UPSTREAM | P_PENDING)
+        if not keep_alive or (self.eof and not self.queue):
+            self.closing = True
+            t.close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.exchange = nxt
+            if not self.queue:
+                self.resume(P_PIPELINE)
+            # Not from inside the previous exchange's parser callbacks.
+            asyncio.get_running_loop().call_soon(nxt.start)
+            return
+        self.resume(P_PIPELINE)
+        if self.reading == IDLE:
+            self.deadline = self.worker.now + self.listener.idle_timeout
+
+    def send_error(self, status: int, msg: str, keep_alive: bool) -> None:
+        t = self.transport
+        if t is not None and not self.closing:
+            t.write(simple_response(status, msg, close=not keep_alive))
+
+
+class Exchange:
+    """One request and its response, from routing to the last response byte."""
+
+    __slots__ = (
+        "body_done",
+        "chunk_out",
+        "client",
+        "connecting",
+        "finished",
+        "head",
+        "home",
+        "index",
+        "interim",
+        "keep_alive",
+        "out",
+        "pending",
+        "pending_size",
+        "pool",
+        "replay",
+        "replay_size",
+        "req",
+        "resp",
+        "response_started",
+        "retries_left",
+        "sent_body",
+        "t0",
+        "tried",
+        "up",
+        "upstream_reusable",
+    )
+
+    def __init__(self, client: ClientConnection, req: RequestHead) -> None:
+        self.client = client
+        self.req = req
+        self.home: PoolRuntime | None = None
+        self.pool: PoolRuntime | None = None
+        self.index = -1
+        self.up: UpstreamConnection | None = None
+        self.connecting = False
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.replay: list[bytes] | None = [] if req.body != BODY_NONE else None
+        self.replay_size = 0
+        self.sent_body = 0
+        self.body_done = req.body == BODY_NONE
+        self.response_started = False
+        self.finished = False
+        self.interim = False
+        self.chunk_out = False
+        self.keep_alive = req.keep_alive
+        self.upstream_reusable = True
+        self.out: list[bytes] = []
+        self.tried: dict[str, set[int]] | None = None
+        self.retries_left = 0
+        self.head = b""
+        self.resp: http1.ResponseHead | None = None
+        self.t0 = 0.0
+
+    # request side
+
+    def start(self) -> None:
+        """Route the request and send it to a backend."""
+        if self.finished:
+            return
+        self.t0 = perf_counter()
+        client = self.client
+        lst = client.listener
+        req = self.req
+        pool_name = lst.routes.match(req.host, req.path)
+        worker = client.worker
+        home = worker.pools.get(pool_name) if pool_name is not None else None
+        if home is None:
+            worker.count_client_error("no_route")
+            self.fail_early(
+                404, f"no route for host {req.host!r} path {req.path.decode('latin-1')!r}"
+            )
+            return
+        self.home = home
+        self.retries_left = home.cfg.retries
+        self.head = build_request_head(
+            req, client_ip=client.peer_ip, proto=lst.proto, forwarded=lst.forwarded, via=lst.via
+        )
+        self._dispatch()
+
+    def _select(self) -> tuple[PoolRuntime, int] | None:
+        home = self.home
+        assert home is not None
+        target = home
+        backup = home.backup
+        tried = self.tried
+        if backup is not None:
+            share = home.state.local_share
+            spill = share < 1.0 and (share <= 0.0 or home.rng.random() >= share)
+            if spill or (home.over_capacity() and not backup.over_capacity()):
+                target = backup
+        idx = target.pick(
+            self.req, self.client.peer_ip, tried.get(target.name, _EMPTY) if tried else _EMPTY
+        )
+        if idx is None:
+            other = backup if target is home else home
+            if other is None:
+                return None
+            idx = other.pick(
+                self.req, self.client.peer_ip, tried.get(other.name, _EMPTY) if tried else _EMPTY
+            )
+            if idx is None:
+                return None
+            target = other
+        if target is not home:
+            home.stats.errors["spilled"] += 1
+        return target, idx
+
+    def _dispatch(self) -> None:
+        sel = self._select()
+        if sel is None:
+            home = self.home
+            assert home is not None
+            home.stats.errors["no_backend"] += 1
+            msg = f"no backend available in pool {home.name}"
+            if home.backup is not None:
+                msg += f" or its backup {home.backup.name}"
+            self.fail_early(503, msg)
+            return
+        pool, idx = sel
+        self.pool = pool
+        self.index = idx
+        pool.loads.start(idx)
+        pool.inflight += 1
+        upool = self.client.worker.upstream_pool(pool, idx)
+        up = upool.pop_idle()
+        if up is not None:
+            self._attach(up)
+        else:
+            self.connecting = True
+            self.client.worker.spawn(self._connect(upool))
+
+    async def _connect(self, upool: UpstreamPool) -> None:
+        pool = self.pool
+        assert pool is not None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(pool.cfg.timeouts.connect):
+                _, up = await loop.create_connection(
+                    lambda: UpstreamConnection(upool), upool.host, upool.port
+                )
+        except TimeoutError:
+            self.connecting = False
+            if self.finished:
+                return
+            self._upstream_failed("connect_timeout", "connect timeout", nothing_sent=True)
+            return
+        except OSError as e:
+            self.connecting = False
+            if self.finished:
+                return
+            self._upstream_failed(
+                "connect_failed", f"connect failed: {e.strerror or e}", nothing_sent=True
+            )
+            return
+        self.connecting = False
+        if self.finished:
+            upool.release(up)
+            return
+        self._attach(up)
+
+    def _attach(self, up: UpstreamConnection) -> None:
+        self.up = up
+        up.begin(self)
+        out = self.pending
+        if out:
+            up.transport.write(self.head + b"".join(out))  # type: ignore[union-attr]
+            self.sent_body += self.pending_size
+            self.pending = []
+            self.pending_size = 0
+            self.client.resume(P_PENDING)
+        else:
+            up.transport.write(self.head)  # type: ignore[union-attr]
+
+    def client_body(self, chunk: bytes) -> None:
+        if self.finished:
+            return
+        chunked = self.req.body == BODY_CHUNKED
+        framed = b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
+        replay = self.replay
+        if replay is not None:
+            self.replay_size += len(framed)
+            if self.replay_size > REPLAY_LIMIT:
+                self.replay = None
+            else:
+                replay.append(framed)
+        up = self.up
+        if up is not None:
+            up.out.append(framed)
+            self.sent_body += len(framed)
+        else:
+            self.pending.append(framed)
+            self.pending_size += len(framed)
+            if self.pending_size > PENDING_HIGH:
+                self.client.pause(P_PENDING)
+
+    def client_body_done(self) -> None:
+        if self.req.body == BODY_CHUNKED:
+            self.client_body_raw(_LAST_CHUNK)
+        self.body_done = True
+
+    def client_body_raw(self, data: bytes) -> None:
+        replay = self.replay
+        if replay is not None:
+            replay.append(data)
+            self.replay_size += len(data)
+        up = self.up
+        if up is not None:
+            up.out.append(data)
+            self.sent_body += len(data)
+        else:
+            self.pending.append(data)
+            self.pending_size += len(data)
+
+    def flush_upstream(self) -> None:
+        """Write what the client side queued for the upstream during one read."""
+        up = self.up
+        if up is not None and up.out:
+            data = b"".join(up.out)
+            up.out.clear()
+            if up.transport is not None and not up.closed:
+                up.transport.write(data)
+
+    # response side
+
+    def on_response_head(
+        self, status: int, reason: bytes, raw: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None:
+        if 100 <= status < 200:
+            self.interim = True
+            if status == 100 and self.req.expect_continue:
+                self.out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
+        self.interim = False
+        resp = check_response(status, raw, request_method=self.req.method, keep_alive=keep_alive)
+        self.resp = resp
+        if not self.body_done:
+            # The backend answered before the request body was complete: the upstream
+            # connection is out of step and the client's remaining body is dropped.
+            self.upstream_reusable = False
+            self.keep_alive = False
+        lst = self.client.listener
+        head, self.chunk_out = build_response_head(
+            resp,
+            reason,
+            client_keep_alive=self.keep_alive,
+            http10_client=self.req.http10,
+            extra=lst.extra_headers,
+        )
+        if resp.body in (BODY_UNTIL_CLOSE,) and self.req.http10:
+            self.keep_alive = False
+        self.response_started = True
+        self.out.append(head)
+
+    def on_response_body(self, chunk: bytes) -> None:
+        if self.chunk_out:
+            self.out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.out.append(chunk)
+
+    def on_response_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.chunk_out:
+            self.out.append(_LAST_CHUNK)
+        self.flush_client()
+        self._finish(self.resp.status if self.resp else 502, reusable=self.upstream_reusable)
+
+    def flush_client(self) -> None:
+        out = self.out
+        if out:
+            t = self.client.transport
+            if t is not None and not self.client.closing:
+                t.write(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
+
+    def _finish(self, status: int, *, reusable: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        pool = self.pool
+        up = self.up
+        self.up = None
+        worker = self.client.worker
+        if pool is not None:
+            latency = perf_counter() - self.t0
+            idx = self.index
+            pool.loads.done(idx, latency, worker.now)
+            pool.inflight -= 1
+            pool.stats.record(idx, status, latency)
+            if status >= 500 and pool.cfg.health.passive.consecutive_5xx:
+                worker.passive(pool, idx, ok=False, reason=f"status {status}")
+            elif pool.fail_streak[idx]:
+                worker.passive(pool, idx, ok=True, reason="")
+        if up is not None:
+            resp = self.resp
+            if reusable and self.body_done and resp is not None and resp.upstream_keep_alive:
+                up.upool.release(up)
+            else:
+                up.close()
+        self.client.exchange_done(self, self.keep_alive)
+
+    # failures
+
+    def fail_early(self, status: int, msg: str) -> None:
+        """Answer an error of ours before anything was forwarded."""
+        host = self.req.host or "-"
+        log.warning(
+            "%d %s method=%s host=%s path=%s client=%s",
+            status,
+            msg,
+            self.req.method.decode(),
+            host,
+            self.req.path.decode("latin-1"),
+            self.client.peer_ip.decode(),
+        )
+        self.finished = True
+        keep = self.keep_alive and self.body_done
+        self.keep_alive = keep
+        self.client.send_error(status, msg, keep)
+        self.client.exchange_done(self, keep)
+
+    def _upstream_failed(self, kind: str, reason: str, *, nothing_sent: bool) -> None:
+        """Connect failure, reset or EOF before any response byte."""
+        pool = self.pool
+        assert pool is not None
+        idx = self.index
+        worker = self.client.worker
+        pool.stats.errors[kind] += 1
+        pool.loads.done(idx, None, worker.now)
+        pool.inflight -= 1
+        self.up = None
+        bid = pool.ids[idx]
+        worker.passive(pool, idx, ok=False, reason=reason)
+        if self.finished:
+            return
+        can_replay = nothing_sent or self.sent_body == 0 or self.replay is not None
+        allowed = nothing_sent or self.req.idempotent or self.sent_body == 0
+        if self.retries_left > 0 and allowed and can_replay:
+            self.retries_left -= 1
+            pool.stats.errors["retried"] += 1
+            if self.tried is None:
+                self.tried = {}
+            self.tried.setdefault(pool.name, set()).add(idx)
+            if self.sent_body and self.replay is not None:
+                self.pending = list(self.replay)
+                self.pending_size = self.replay_size
+            self.sent_body = 0
+            log.info(
+                "retrying %s after %s on %s/%s", self.req.method.decode(), reason, pool.name, bid
+            )
+            self._dispatch()
+            return
+        status = 504 if kind in ("connect_timeout", "read_timeout") else 502
+        self.finished = True
+        pool.stats.record(idx, status, perf_counter() - self.t0)
+        log.warning(
+            "%d upstream %s pool=%s backend=%s method=%s path=%s client=%s",
+            status,
+            reason,
+            pool.name,
+            bid,
+            self.req.method.decode(),
+            self.req.path.decode("latin-1"),
+            self.client.peer_ip.decode(),
+        )
+        keep = self.keep_alive and self.body_done
+        self.keep_alive = keep
+        self.client.send_error(status, f"upstream {reason}", keep)
+        self.client.exchange_done(self, keep)
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        """The upstream connection closed under this exchange."""
+        if self.finished:
+            return
+        resp = self.resp
+        if (
+            self.response_started
+            and resp is not None
+            and resp.body == BODY_UNTIL_CLOSE
+            and exc is None
+        ):
+            self.on_response_complete()
+            return
+        if not self.response_started:
+            self.up = None
+            why = f"reset before response ({exc})" if exc else "closed before response"
+            self._upstream_failed("reset_before_response", why, nothing_sent=False)
+            return
+        self._abort_midway("upstream closed mid-response")
+
+    def upstream_error(self, kind: str, reason: str) -> None:
+        """A bad response or a read timeout on the upstream connection."""
+        if self.finished:
+            return
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.exchange = None
+            up.close()
+        if not self.response_started:
+            pool = self.pool
+            assert pool is not None
+            if kind == "read_timeout":
+                # The request reached the backend: retrying could run it twice.
+                self.retries_left = 0
+            self._upstream_failed(kind, reason, nothing_sent=False)
+            return
+        self._abort_midway(reason)
+
+    def _abort_midway(self, reason: str) -> None:
+        """The response had started: the client can only see a cut connection."""
+        pool = self.pool
+        self.finished = True
+        if pool is not None:
+            pool.stats.errors["aborted_midway"] += 1
+            pool.loads.done(self.index, None, self.client.worker.now)
+            pool.inflight -= 1
+            self.client.worker.passive(pool, self.index, ok=False, reason=reason)
+            log.warning(
+                "aborting response pool=%s backend=%s: %s", pool.name, pool.ids[self.index], reason
+            )
+        up = self.up
+        self.up = None
+        if up is not None:
+            up.close()
+        self.flush_client()
+        client = self.client
+        client.exchange = None
+        client.closing = True
+        if client.transport is not None:
+            client.transport.abort()
+
+    def client_gone(self) -> None:
+        """The client closed or was cut while this exchange was open."""
+        if self.finished:
+            return
+        self.finished = True
+        pool = self.pool
+        if pool is not None and self.index >= 0:
+            pool.loads.done(self.index, None, self.client.worker.now)
+            pool.inflight -= 1
+        up = self.up
+        self.up = None
+        if up is not None:
+            up.close()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one backend, most recently used first."""
+
+    __slots__ = ("host", "idle", "idle_timeout", "max_idle", "port", "worker")
+
+    def __init__(
+        self, worker: Worker, host: str, port: int, max_idle: int, idle_timeout: float
+    ) -> None:
+        self.worker = worker
+        self.host = host
+        self.port = port
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.idle: list[UpstreamConnection] = []
+
+    def pop_idle(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            up = idle.pop()
+            if not up.closed:
+                return up
+        return None
+
+    def release(self, up: UpstreamConnection) -> None:
+        up.exchange = None
+        up.deadline = INF
+        if up.paused:
+            up.resume_reading()
+        self.worker.busy.discard(up)
+        if up.closed or len(self.idle) >= self.max_idle:
+            up.close()
+            return
+        up.idle_since = self.worker.now
+        self.idle.append(up)
+
+    def expire(self, now: float) -> None:
+        idle = self.idle
+        while idle and idle[0].idle_since + self.idle_timeout < now:
+            idle.pop(0).close()
+
+    def close_all(self) -> None:
+        for up in self.idle:
+            up.close()
+        self.idle.clear()
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to a backend, reused across exchanges (never two at a time)."""
+
+    __slots__ = (
+        "closed",
+        "deadline",
+        "exchange",
+        "head_only",
+        "headers",
+        "idle_since",
+        "out",
+        "parser",
+        "paused",
+        "reason",
+        "transport",
+        "upool",
+    )
+
+    def __init__(self, upool: UpstreamPool) -> None:
+        self.upool = upool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.closed = False
+        self.deadline = INF
+        self.idle_since = 0.0
+        self.head_only = False
+        self.paused = False
+        self.out: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast("asyncio.Transport", transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
+
+    def begin(self, ex: Exchange) -> None:
+        self.exchange = ex
+        self.head_only = ex.req.method == b"HEAD"
+        w = self.upool.worker
+        w.busy.add(self)
+        self.deadline = w.now + ex.pool.cfg.timeouts.read  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.exchange = None
+            self.upool.worker.busy.discard(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def pause_reading(self) -> None:
+        if not self.paused and self.transport is not None and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.paused and self.transport is not None and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.client.pause(P_UPSTREAM)
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.client.resume(P_UPSTREAM)
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            # A backend talking out of turn on an idle connection: never reuse it.
+            self.close()
+            return
+        ex_timeout = ex.pool.cfg.timeouts.read  # type: ignore[union-attr]
+        self.deadline = self.upool.worker.now + ex_timeout
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            ex.upstream_error("bad_response", f"malformed response: {e}")
+            return
+        if self.exchange is ex:
+            ex.flush_client()
+            if ex.client.write_paused:
+                self.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_closed = self.closed
+        self.closed = True
+        self.upool.worker.busy.discard(self)
+        ex = self.exchange
+        self.exchange = None
+        if ex is not None and not was_closed:
+            ex.upstream_lost(exc)
+
+    def on_deadline(self, now: float) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_error("read_timeout", "read timeout")
+        else:
+            self.close()
+
+    # parser callbacks
+
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        p = self.parser
+        ex.on_response_head(p.get_status_code(), self.reason, self.headers, p.should_keep_alive())
+        if self.head_only and not ex.interim:
+            # llhttp does not know this answers a HEAD: finish here and start the
+            # next response with a fresh parser.
+            self.parser = httptools.HttpResponseParser(self)
+            ex.on_response_complete()
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_complete()

@@ -1,0 +1,446 @@
+"""`zonegate lb`: process layout, signals, reload.
+
+One worker (the default) runs everything in one process: the health hub, the admin
+endpoint and the proxy. With `--workers N` a supervisor process runs the hub and the
+admin endpoint and starts N worker processes; each worker binds every listener with
+SO_REUSEPORT (the kernel spreads connections over them) and talks to the supervisor
+over a Unix socket pair:
+
+    supervisor -> worker   init(snapshot, states) | states | reload | stats? | stop
+    worker -> supervisor   ready | passive(pool, backend, ok, reason) | stats
+
+Health therefore has one owner, and every worker applies the same pool states.
+A worker that dies is restarted. SIGHUP (or POST /reload) reloads the topology file;
+a bad file is refused and the running config stays. SIGTERM or SIGINT stops
+gracefully: stop accepting, finish in-flight requests (up to --drain-timeout), exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from zonegate.errors import ConfigErrors
+from zonegate.lb.admin import AdminApp, start_admin
+from zonegate.lb.hub import HealthHub
+from zonegate.lb.stats import merge_snapshots
+from zonegate.lb.worker import Worker, set_reuseport_guard, zone_listeners
+from zonegate.topology.load import load_topology
+from zonegate.topology.schema import Topology
+from zonegate.topology.snapshot import Snapshot
+from zonegate.topology.types import HostPort
+
+log = logging.getLogger("zonegate.lb")
+
+_FRAME = struct.Struct("!I")
+
+
+@dataclass(frozen=True, slots=True)
+class LbOptions:
+    """Command-line options of `zonegate lb`."""
+
+    path: str
+    zone: str
+    workers: int = 1
+    admin: HostPort | None = None
+    drain_timeout: float = 30.0
+
+
+def setup_logging(level: str = "INFO", worker: int | None = None) -> None:
+    tag = f"[w{worker}] " if worker is not None else ""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class Channel:
+    """Length-prefixed pickled messages over a stream (same program on both ends)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        if not self.writer.is_closing():
+            self.writer.write(_FRAME.pack(len(data)) + data)
+
+    async def recv(self) -> tuple[Any, ...] | None:
+        try:
+            head = await self.reader.readexactly(_FRAME.size)
+            (n,) = _FRAME.unpack(head)
+            return pickle.loads(await self.reader.readexactly(n))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+
+def check_zone(topo: Topology, zone: str, path: str) -> None:
+    if zone not in topo.zones:
+        raise SystemExit(f"{path}: no zone {zone!r} (zones: {', '.join(topo.zones)})")
+    if not zone_listeners(topo, zone):
+        raise SystemExit(f"{path}: zone {zone!r} has no http listeners")
+
+
+def admin_address(topo: Topology, opts: LbOptions) -> HostPort | None:
+    return opts.admin or topo.zones[opts.zone].lb_admin
+
+
+def load_snapshot(path: str, version: int) -> Snapshot:
+    return Snapshot(version=version, topology=load_topology(path), source=path)
+
+
+async def _try_reload(path: str, current: Snapshot) -> tuple[Snapshot | None, str]:
+    try:
+        snap = await asyncio.to_thread(load_snapshot, path, current.version + 1)
+    except ConfigErrors as e:
+        log.error("reload refused, keeping version %d:\n%s", current.version, e)
+        return None, f"reload refused, keeping version {current.version}:\n{e}"
+    return snap, f"reloaded {path}: version {snap.version}"
+
+
+def run_lb(opts: LbOptions) -> int:
+    """Run `zonegate lb` until SIGTERM/SIGINT; return the exit status."""
+    import uvloop
+
+    try:
+        snapshot = load_snapshot(opts.path, 1)
+    except ConfigErrors as e:
+        print(e, file=sys.stderr)
+        return 1
+    check_zone(snapshot.topology, opts.zone, opts.path)
+    if opts.workers <= 1:
+        return uvloop.run(_run_single(snapshot, opts))
+    return uvloop.run(_run_supervisor(snapshot, opts))
+
+
+def _announce(snapshot: Snapshot, opts: LbOptions, admin: HostPort | None) -> None:
+    lst = zone_listeners(snapshot.topology, opts.zone)
+    binds = ", ".join(f"{n}={c.bind}" for n, c in lst.items())
+    print(
+        f"zonegate lb ready: zone {opts.zone}, version {snapshot.version}, workers {opts.workers}, "
+        f"listeners {binds}, admin {admin or 'off'}",
+        flush=True,
+    )
+
+
+def _install_signals(stop: asyncio.Event, reload: Any) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+
+
+async def _run_single(snapshot: Snapshot, opts: LbOptions) -> int:
+    hub = HealthHub(snapshot, opts.zone)
+
+    class DirectLink:
+        def report_passive(
+            self, pool: str, index: int, backend_id: str, ok: bool, reason: str
+        ) -> None:
+            hub.record_passive(pool, index, backend_id, ok, reason)
+
+    worker = Worker(snapshot, opts.zone, DirectLink())
+    hub.subscribe(worker.apply_states)
+    await hub.start()
+    await worker.start()
+
+    async def gather() -> dict[str, Any]:
+        stats = worker.stats_snapshot()
+        stats["workers"] = 1
+        return stats
+
+    lock = asyncio.Lock()
+
+    async def reload() -> tuple[bool, str]:
+        async with lock:
+            snap, msg = await _try_reload(opts.path, hub.snapshot)
+            if snap is None:
+                return False, msg
+            await hub.reload(snap)
+            await worker.reload(snap, hub.states)
+            log.info(msg)
+            return True, msg
+
+    app = AdminApp(hub, gather, reload)
+    admin = admin_address(snapshot.topology, opts)
+    admin_server = await start_admin(app, admin.host, admin.port) if admin else None
+    stop = asyncio.Event()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def on_hup() -> None:
+        t = asyncio.get_running_loop().create_task(reload())
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+
+    _install_signals(stop, on_hup)
+    _announce(snapshot, opts, admin)
+    await stop.wait()
+    log.info("stopping: draining in-flight requests (up to %.0fs)", opts.drain_timeout)
+    app.draining = True
+    await worker.stop(opts.drain_timeout)
+    await hub.stop()
+    if admin_server is not None:
+        admin_server.close()
+    log.info("stopped")
+    return 0
+
+
+class WorkerHandle:
+    """The supervisor's side of one worker process."""
+
+    def __init__(self, index: int, opts: LbOptions) -> None:
+        self.index = index
+        self.opts = opts
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.chan: Channel | None = None
+        self.ready = asyncio.Event()
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+
+    async def spawn(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [
+            sys.executable,
+            "-m",
+            "zonegate.lb.server",
+            "--worker-fd",
+            str(child.fileno()),
+            "--zone",
+            self.opts.zone,
+            "--index",
+            str(self.index),
+        ]
+        self.ready = asyncio.Event()
+        # Popen only forks and execs; the wait happens in a thread (see serve_worker).
+        self.proc = subprocess.Popen(argv, pass_fds=[child.fileno()])  # noqa: ASYNC220
+        child.close()
+        reader, writer = await asyncio.open_connection(sock=parent)
+        self.chan = Channel(reader, writer)
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        if self.chan is not None:
+            self.chan.send(msg)
+
+
+async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
+    loop = asyncio.get_running_loop()
+    guards = [
+        set_reuseport_guard(c.bind.host, c.bind.port)
+        for c in zone_listeners(snapshot.topology, opts.zone).values()
+    ]
+    hub = HealthHub(snapshot, opts.zone)
+    await hub.start()
+    stopping = False
+    handles = [WorkerHandle(i, opts) for i in range(opts.workers)]
+    seq = 0
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn_task(coro: Any) -> None:
+        t = loop.create_task(coro)
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+
+    async def serve_worker(h: WorkerHandle) -> None:
+        """Start a worker, feed it, and restart it if it dies."""
+        while not stopping:
+            await h.spawn()
+            assert h.chan is not None
+            h.send(("init", hub.snapshot, hub.states))
+            while True:
+                msg = await h.chan.recv()
+                if msg is None:
+                    break
+                kind = msg[0]
+                if kind == "ready":
+                    h.ready.set()
+                elif kind == "passive":
+                    hub.record_passive(*msg[1:])
+                elif kind == "stats":
+                    fut = h.pending.pop(msg[1], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg[2])
+            assert h.proc is not None
+            code = await asyncio.to_thread(h.proc.wait)
+            if not stopping:
+                log.error(
+                    "worker %d (pid %d) exited with %s; restarting", h.index, h.proc.pid, code
+                )
+                await asyncio.sleep(0.2)
+
+    for h in handles:
+        spawn_task(serve_worker(h))
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(h.ready.wait() for h in handles))
+    except TimeoutError:
+        log.error("workers did not become ready in 30s")
+        for h in handles:
+            if h.proc:
+                h.proc.kill()
+        return 1
+    for g in guards:
+        g.close()
+
+    def broadcast(states: Any) -> None:
+        for h in handles:
+            h.send(("states", states))
+
+    hub.subscribe(broadcast)
+
+    async def gather() -> dict[str, Any]:
+        nonlocal seq
+        futs = []
+        for h in handles:
+            seq += 1
+            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+            h.pending[seq] = fut
+            h.send(("stats", seq))
+            futs.append(fut)
+        done, _ = await asyncio.wait(futs, timeout=2.0)
+        snaps = [f.result() for f in done]
+        return merge_worker_stats(snaps)
+
+    lock = asyncio.Lock()
+
+    async def reload() -> tuple[bool, str]:
+        async with lock:
+            snap, msg = await _try_reload(opts.path, hub.snapshot)
+            if snap is None:
+                return False, msg
+            await hub.reload(snap)
+            for h in handles:
+                h.send(("reload", snap, hub.states))
+            log.info(msg)
+            return True, msg
+
+    app = AdminApp(hub, gather, reload)
+    admin = admin_address(snapshot.topology, opts)
+    admin_server = await start_admin(app, admin.host, admin.port) if admin else None
+    stop = asyncio.Event()
+    _install_signals(stop, lambda: spawn_task(reload()))
+    _announce(snapshot, opts, admin)
+    await stop.wait()
+    stopping = True
+    app.draining = True
+    log.info(
+        "stopping %d workers: draining in-flight requests (up to %.0fs)",
+        len(handles),
+        opts.drain_timeout,
+    )
+    for h in handles:
+        h.send(("stop", opts.drain_timeout))
+    for h in handles:
+        if h.proc is None:
+            continue
+        try:
+            await asyncio.wait_for(asyncio.to_thread(h.proc.wait), opts.drain_timeout + 5)
+        except TimeoutError:
+            h.proc.kill()
+    await hub.stop()
+    if admin_server is not None:
+        admin_server.close()
+    for t in list(tasks):
+        t.cancel()
+    log.info("stopped")
+    return 0
+
+
+def merge_worker_stats(snaps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the stats of several workers into one document."""
+    out: dict[str, Any] = {
+        "pools": {},
+        "client_errors": {},
+        "connections": 0,
+        "workers": len(snaps),
+    }
+    names = {n for s in snaps for n in s.get("pools", {})}
+    for name in names:
+        parts = [s["pools"][name] for s in snaps if name in s.get("pools", {})]
+        merged = merge_snapshots(parts)
+        size = len(parts[0]["inflight"])
+        merged["ids"] = parts[0]["ids"]
+        merged["inflight"] = [
+            sum(p["inflight"][i] for p in parts if len(p["inflight"]) == size) for i in range(size)
+        ]
+        out["pools"][name] = merged
+    for s in snaps:
+        out["connections"] += s.get("connections", 0)
+        for k, v in s.get("client_errors", {}).items():
+            out["client_errors"][k] = out["client_errors"].get(k, 0) + v
+    return out
+
+
+# worker process
+
+
+async def _worker_main(fd: int, zone: str, index: int) -> int:
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    chan = Channel(reader, writer)
+    msg = await chan.recv()
+    if msg is None or msg[0] != "init":
+        return 1
+    _, snapshot, states = msg
+
+    class ChannelLink:
+        def report_passive(
+            self, pool: str, idx: int, backend_id: str, ok: bool, reason: str
+        ) -> None:
+            chan.send(("passive", pool, idx, backend_id, ok, reason))
+
+    worker = Worker(snapshot, zone, ChannelLink(), reuse_port=True)
+    worker.apply_states(states)
+    await worker.start()
+    chan.send(("ready", os.getpid()))
+    loop = asyncio.get_running_loop()
+    stop_timeout: list[float] = []
+    loop.add_signal_handler(signal.SIGTERM, lambda: stop_timeout.append(30.0) or writer.close())
+    while True:
+        msg = await chan.recv()
+        if msg is None:
+            break
+        kind = msg[0]
+        if kind == "states":
+            worker.apply_states(msg[1])
+        elif kind == "reload":
+            await worker.reload(msg[1], msg[2])
+        elif kind == "stats":
+            chan.send(("stats", msg[1], worker.stats_snapshot()))
+        elif kind == "stop":
+            stop_timeout.append(msg[1])
+            break
+    await worker.stop(stop_timeout[0] if stop_timeout else 30.0)
+    with contextlib.suppress(Exception):
+        writer.close()
+    return 0
+
+
+def _worker_entry(argv: list[str]) -> int:
+    import argparse
+
+    import uvloop
+
+    p = argparse.ArgumentParser(prog="zonegate lb worker")
+    p.add_argument("--worker-fd", type=int, required=True)
+    p.add_argument("--zone", required=True)
+    p.add_argument("--index", type=int, default=0)
+    a = p.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    setup_logging(worker=a.index)
+    return uvloop.run(_worker_main(a.worker_fd, a.zone, a.index))
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_entry(sys.argv[1:]))
