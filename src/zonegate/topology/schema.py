@@ -58,7 +58,7 @@ class ActiveCheck(Model):
     type: Literal["tcp", "http"] = "tcp"
     """tcp: connect succeeds. http: GET `path` answers a status in `expect_status`."""
     path: Annotated[str, Field(pattern=r"^/[^\s]*$")] = "/"
-    host: str | None = None
+    host: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\[\]_-]{1,255}$")] | None = None
     """Host header of the HTTP check. Default: the backend address."""
     expect_status: StatusCodes = parse_status_range("200-399")
     expect_body: str | None = None

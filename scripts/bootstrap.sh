@@ -1,0 +1,27 @@
+#!/bin/sh
+# Prepare a virtualenv with zonegate and its test tools, on a fresh Debian 12 too.
+# Idempotent: does nothing when .venv is already up to date with pyproject.toml.
+set -eu
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+STAMP="$VENV/.installed"
+
+need_apt=""
+if ! command -v python3 >/dev/null 2>&1; then need_apt="python3 python3-venv python3-dev"; fi
+if [ -n "$need_apt" ]; then
+    echo "bootstrap: installing $need_apt with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt build-essential
+fi
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "bootstrap: zonegate needs Python >= 3.11 (found $(python3 --version))" >&2; exit 1; }
+
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then exit 0; fi
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV" 2>/dev/null || {
+        echo "bootstrap: installing python3-venv with apt-get"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+        rm -rf "$VENV"; python3 -m venv "$VENV"; }
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e '.[test]'
+touch "$STAMP"

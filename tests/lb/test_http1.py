@@ -1,0 +1,233 @@
+"""The pure HTTP/1.1 head checks and builders of the proxy."""
+
+from __future__ import annotations
+
+import httptools
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zonegate.errors import HttpParseError
+from zonegate.lb.http1 import (
+    BODY_CHUNKED,
+    BODY_LENGTH,
+    BODY_NONE,
+    BODY_UNTIL_CLOSE,
+    ResponseHead,
+    build_request_head,
+    build_response_head,
+    check_request,
+    check_response,
+    simple_response,
+)
+
+
+def req(headers, *, method=b"GET", target=b"/", version="1.1", keep_alive=True, chunked=False, clen=-1):
+    return check_request(method, target, version, headers, keep_alive, chunked, clen)
+
+
+def test_plain_get():
+    r = req([(b"Host", b"API.example.test:8080")])
+    assert r.host == "api.example.test"
+    assert r.path == b"/"
+    assert r.body == BODY_NONE
+    assert r.idempotent
+
+
+def test_path_excludes_query_and_target_keeps_it():
+    r = req([(b"Host", b"a")], target=b"/x/y?z=1")
+    assert r.path == b"/x/y"
+    assert r.target == b"/x/y?z=1"
+
+
+@pytest.mark.parametrize(
+    ("headers", "version", "hint"),
+    [
+        ([(b"Host", b"a"), (b"Host", b"b")], "1.1", 400),
+        ([], "1.1", 400),
+        ([(b"Host", b"a"), (b"Transfer-Encoding", b"chunked")], "1.0", 400),
+        ([(b"Host", b"a")], "2.0", 505),
+        ([(b"Host", b"a")], "0.9", 505),
+    ],
+)
+def test_rejections(headers, version, hint):
+    with pytest.raises(HttpParseError) as e:
+        req(headers, version=version)
+    assert e.value.hint == hint
+
+
+def test_connect_refused():
+    with pytest.raises(HttpParseError) as e:
+        req([(b"Host", b"a:443")], method=b"CONNECT", target=b"a:443")
+    assert e.value.hint == 405
+
+
+def test_http10_without_host_is_fine():
+    r = req([], version="1.0", keep_alive=False)
+    assert r.host == ""
+    assert r.http10
+
+
+def test_absolute_form_authority_wins():
+    r = req([(b"Host", b"other")], target=b"http://api.example.test:80/v1?q")
+    assert r.host == "api.example.test"
+    assert r.target == b"/v1?q"
+    assert (b"Host", b"api.example.test:80") in r.headers
+    assert (b"Host", b"other") not in r.headers
+
+
+def test_hop_by_hop_and_connection_named_fields_removed():
+    r = req(
+        [
+            (b"Host", b"a"),
+            (b"Connection", b"keep-alive, X-Secret"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"TE", b"trailers"),
+            (b"Upgrade", b"websocket"),
+            (b"X-Secret", b"1"),
+            (b"Proxy-Authorization", b"x"),
+            (b"X-Kept", b"yes"),
+        ]
+    )
+    names = [k.lower() for k, _ in r.headers]
+    assert names == [b"host", b"x-kept"]
+
+
+def test_upstream_head_has_forwarding_fields_and_framing():
+    r = req(
+        [(b"Host", b"a"), (b"X-Forwarded-For", b"9.9.9.9"), (b"Via", b"1.0 edge"), (b"Content-Length", b"5")],
+        method=b"POST",
+        clen=5,
+    )
+    assert r.body == BODY_LENGTH
+    head = build_request_head(r, client_ip=b"10.0.0.1", proto=b"http", forwarded=True, via=b"1.1 zonegate")
+    assert head.startswith(b"POST / HTTP/1.1\r\n")
+    assert b"X-Forwarded-For: 9.9.9.9, 10.0.0.1\r\n" in head
+    assert b"X-Forwarded-Proto: http\r\n" in head
+    assert b"Via: 1.0 edge, 1.1 zonegate\r\n" in head
+    assert head.count(b"Content-Length: 5\r\n") == 1
+    assert head.endswith(b"\r\n\r\n")
+
+
+def test_forwarding_off_keeps_client_xff_untouched():
+    r = req([(b"Host", b"a"), (b"X-Forwarded-For", b"9.9.9.9")])
+    head = build_request_head(r, client_ip=b"10.0.0.1", proto=b"http", forwarded=False, via=b"v")
+    assert b"X-Forwarded-For: 9.9.9.9\r\n" in head
+    assert b"Via" not in head
+
+
+def test_chunked_request_is_reframed_chunked():
+    r = req([(b"Host", b"a"), (b"Transfer-Encoding", b"chunked")], method=b"PUT", chunked=True)
+    assert r.body == BODY_CHUNKED
+    head = build_request_head(r, client_ip=b"1", proto=b"http", forwarded=True, via=b"v")
+    assert head.count(b"Transfer-Encoding: chunked\r\n") == 1
+
+
+def test_post_without_body_gets_zero_length():
+    r = req([(b"Host", b"a")], method=b"POST")
+    head = build_request_head(r, client_ip=b"1", proto=b"http", forwarded=False, via=b"v")
+    assert b"Content-Length: 0\r\n" in head
+
+
+@pytest.mark.parametrize(
+    ("status", "method", "headers", "body", "keep"),
+    [
+        (200, b"GET", [(b"Content-Length", b"3")], BODY_LENGTH, True),
+        (200, b"GET", [(b"Transfer-Encoding", b"chunked")], BODY_CHUNKED, True),
+        (200, b"GET", [(b"Transfer-Encoding", b"gzip")], BODY_UNTIL_CLOSE, False),
+        (200, b"GET", [], BODY_UNTIL_CLOSE, False),
+        (200, b"HEAD", [(b"Content-Length", b"30")], BODY_NONE, True),
+        (204, b"GET", [], BODY_NONE, True),
+        (304, b"GET", [(b"Content-Length", b"30")], BODY_NONE, True),
+    ],
+)
+def test_response_framing(status, method, headers, body, keep):
+    r = check_response(status, headers, request_method=method, keep_alive=True)
+    assert r.body == body
+    assert r.upstream_keep_alive is keep
+
+
+def test_head_response_keeps_content_length():
+    r = check_response(200, [(b"Content-Length", b"30")], request_method=b"HEAD", keep_alive=True)
+    head, chunked = build_response_head(r, b"OK", client_keep_alive=True, http10_client=False, extra=[])
+    assert b"Content-Length: 30\r\n" in head
+    assert not chunked
+
+
+def test_response_hop_by_hop_removed_and_extra_added():
+    r = check_response(
+        200,
+        [(b"Connection", b"close, X-Hop"), (b"X-Hop", b"1"), (b"Keep-Alive", b"5"), (b"X-App", b"2"), (b"Content-Length", b"0")],
+        request_method=b"GET",
+        keep_alive=True,
+    )
+    head, _ = build_response_head(
+        r, b"OK", client_keep_alive=True, http10_client=False, extra=[(b"X-Zonegate-Version", b"7")]
+    )
+    assert b"X-Hop" not in head
+    assert b"Keep-Alive" not in head
+    assert b"X-App: 2\r\n" in head
+    assert b"X-Zonegate-Version: 7\r\n" in head
+    assert b"Connection" not in head
+
+
+def test_until_close_body_goes_chunked_to_http11_and_closes_http10():
+    r = ResponseHead(200, [], BODY_UNTIL_CLOSE, 0, False)
+    head, chunked = build_response_head(r, b"OK", client_keep_alive=True, http10_client=False, extra=[])
+    assert chunked and b"Transfer-Encoding: chunked\r\n" in head
+    head, chunked = build_response_head(r, b"OK", client_keep_alive=True, http10_client=True, extra=[])
+    assert not chunked and b"Connection: close\r\n" in head
+
+
+def test_simple_response_is_well_formed():
+    data = simple_response(503, "no backend", close=True)
+
+    class P:
+        body = b""
+        done = False
+
+        def on_body(self, b):
+            self.body += b
+
+        def on_message_complete(self):
+            self.done = True
+
+    p = P()
+    parser = httptools.HttpResponseParser(p)
+    parser.feed_data(data)
+    assert parser.get_status_code() == 503
+    assert p.done and b"no backend" in p.body
+
+
+header_name = st.from_regex(rb"\A[A-Za-z][A-Za-z0-9-]{0,20}\Z", fullmatch=True)
+header_value = st.from_regex(rb"\A[ -~]{0,40}\Z", fullmatch=True).map(bytes.strip)
+
+
+@given(st.lists(st.tuples(header_name, header_value), max_size=12))
+def test_built_head_reparses_and_never_forwards_hop_by_hop(extra):
+    headers = [(b"Host", b"h"), *[(k, v) for k, v in extra if k.lower() != b"host"]]
+    try:
+        r = req(headers)
+    except HttpParseError:
+        return
+    head = build_request_head(r, client_ip=b"1.2.3.4", proto=b"http", forwarded=True, via=b"1.1 zonegate")
+
+    class P:
+        def __init__(self):
+            self.headers = []
+            self.done = False
+
+        def on_header(self, k, v):
+            self.headers.append((k.lower(), v))
+
+        def on_message_complete(self):
+            self.done = True
+
+    p = P()
+    httptools.HttpRequestParser(p).feed_data(head)
+    assert p.done
+    names = {k for k, _ in p.headers}
+    assert not names & {b"connection", b"keep-alive", b"te", b"upgrade", b"transfer-encoding", b"trailer"}
+    assert (b"x-forwarded-for", b"1.2.3.4") in p.headers or any(
+        k == b"x-forwarded-for" and v.endswith(b"1.2.3.4") for k, v in p.headers
+    )
