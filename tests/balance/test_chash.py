@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import math
 import random
@@ -29,7 +30,9 @@ def make(
 ) -> ConsistentHashPicker:
     if loads is None:
         loads = Loads.for_pool(max((c.index for c in candidates), default=-1) + 1)
-    return ConsistentHashPicker(candidates, loads, random.Random(seed), balance_factor=balance_factor)
+    return ConsistentHashPicker(
+        candidates, loads, random.Random(seed), balance_factor=balance_factor
+    )
 
 
 def equal(indexes: list[int]) -> list[Candidate]:
@@ -84,22 +87,24 @@ def test_keys_follow_weights() -> None:
     assert counts[0] / len(KEYS) == pytest.approx(0.6, abs=0.1)  # 160 points: ~8% spread
 
 
-@FAST
-@given(n=st.integers(2, 10), data=st.data())
-def test_removing_one_moves_only_its_keys(n: int, data: st.DataObject) -> None:
-    gone = data.draw(st.integers(0, n - 1))
-    before = assign(make(equal(list(range(n)))))
-    after = assign(make(equal([i for i in range(n) if i != gone])))
+@functools.cache
+def assignment(indexes: tuple[int, ...]) -> list[int | None]:
+    return assign(make(equal(list(indexes))))
+
+
+@pytest.mark.parametrize(("n", "gone"), [(n, g) for n in range(2, 11) for g in range(n)])
+def test_removing_one_moves_only_its_keys(n: int, gone: int) -> None:
+    before = assignment(tuple(range(n)))
+    after = assignment(tuple(i for i in range(n) if i != gone))
     moved = sum(b != a for b, a in zip(before, after, strict=True))
     assert all(a == b for b, a in zip(before, after, strict=True) if b != gone)
     assert moved / len(KEYS) <= 1 / n + 0.05
 
 
-@FAST
-@given(n=st.integers(1, 10))
+@pytest.mark.parametrize("n", range(1, 11))
 def test_adding_one_moves_about_its_share(n: int) -> None:
-    before = assign(make(equal(list(range(n)))))
-    after = assign(make(equal(list(range(n + 1)))))
+    before = assignment(tuple(range(n)))
+    after = assignment(tuple(range(n + 1)))
     moved = [(b, a) for b, a in zip(before, after, strict=True) if b != a]
     assert all(a == n for _, a in moved)  # keys only move to the new backend
     assert len(moved) / len(KEYS) <= 1 / (n + 1) + 0.05
@@ -181,7 +186,9 @@ def test_no_backend_exceeds_the_bound(n: int, factor: float, hot: list[int], see
     weights=st.lists(st.integers(1, 5), min_size=2, max_size=6),
     picks=st.integers(1, 300),
 )
-def test_weighted_bound_keeps_every_backend_within_its_share(weights: list[int], picks: int) -> None:
+def test_weighted_bound_keeps_every_backend_within_its_share(
+    weights: list[int], picks: int
+) -> None:
     loads = Loads.for_pool(len(weights))
     candidates = [Candidate(i, float(w)) for i, w in enumerate(weights)]
     picker = make(candidates, loads)
@@ -197,3 +204,30 @@ def test_weighted_bound_keeps_every_backend_within_its_share(weights: list[int],
 def test_balance_factor_below_one_is_rejected() -> None:
     with pytest.raises(ValueError, match="balance_factor"):
         make(equal([0, 1]), balance_factor=0.9)
+
+
+def test_keyed_candidates_survive_reordering_and_insertion() -> None:
+    """With stable keys (backend ids), reordering or inserting backends in the file moves
+    no key except those the new backend takes."""
+    import random as _random
+
+    from zonegate.balance.base import Candidate, Loads, PickContext
+    from zonegate.balance.chash import ConsistentHashPicker
+
+    names = ["a", "b", "c", "d"]
+    first = ConsistentHashPicker(
+        [Candidate(i, 1.0, n) for i, n in enumerate(names)], Loads.for_pool(4), _random.Random(0)
+    )
+    shuffled = ["c", "new", "a", "d", "b"]
+    second = ConsistentHashPicker(
+        [Candidate(i, 1.0, n) for i, n in enumerate(shuffled)], Loads.for_pool(5), _random.Random(0)
+    )
+    moved = 0
+    for k in range(4000):
+        key = f"user-{k}".encode()
+        before = names[first.pick(PickContext(key))]
+        after = shuffled[second.pick(PickContext(key))]
+        if after != before:
+            assert after == "new"
+            moved += 1
+    assert moved / 4000 < 1 / 5 + 0.05

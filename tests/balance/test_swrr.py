@@ -88,7 +88,9 @@ def test_picks_are_spread_out(live: bool, weights: list[int], seed: int) -> None
     seq = picks(make([float(w) for w in weights], seed, live=live), 2 * total)
     for i, w in enumerate(weights):
         others = total - w
-        longest = max((len(run) for run in "".join("x" if p == i else " " for p in seq).split()), default=0)
+        longest = max(
+            (len(run) for run in "".join("x" if p == i else " " for p in seq).split()), default=0
+        )
         if others:
             assert longest <= 2 * -(-w // others)
 

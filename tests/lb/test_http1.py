@@ -22,7 +22,9 @@ from zonegate.lb.http1 import (
 )
 
 
-def req(headers, *, method=b"GET", target=b"/", version="1.1", keep_alive=True, chunked=False, clen=-1):
+def req(
+    headers, *, method=b"GET", target=b"/", version="1.1", keep_alive=True, chunked=False, clen=-1
+):
     return check_request(method, target, version, headers, keep_alive, chunked, clen)
 
 
@@ -95,12 +97,19 @@ def test_hop_by_hop_and_connection_named_fields_removed():
 
 def test_upstream_head_has_forwarding_fields_and_framing():
     r = req(
-        [(b"Host", b"a"), (b"X-Forwarded-For", b"9.9.9.9"), (b"Via", b"1.0 edge"), (b"Content-Length", b"5")],
+        [
+            (b"Host", b"a"),
+            (b"X-Forwarded-For", b"9.9.9.9"),
+            (b"Via", b"1.0 edge"),
+            (b"Content-Length", b"5"),
+        ],
         method=b"POST",
         clen=5,
     )
     assert r.body == BODY_LENGTH
-    head = build_request_head(r, client_ip=b"10.0.0.1", proto=b"http", forwarded=True, via=b"1.1 zonegate")
+    head = build_request_head(
+        r, client_ip=b"10.0.0.1", proto=b"http", forwarded=True, via=b"1.1 zonegate"
+    )
     assert head.startswith(b"POST / HTTP/1.1\r\n")
     assert b"X-Forwarded-For: 9.9.9.9, 10.0.0.1\r\n" in head
     assert b"X-Forwarded-Proto: http\r\n" in head
@@ -149,7 +158,9 @@ def test_response_framing(status, method, headers, body, keep):
 
 def test_head_response_keeps_content_length():
     r = check_response(200, [(b"Content-Length", b"30")], request_method=b"HEAD", keep_alive=True)
-    head, chunked = build_response_head(r, b"OK", client_keep_alive=True, http10_client=False, extra=[])
+    head, chunked = build_response_head(
+        r, b"OK", client_keep_alive=True, http10_client=False, extra=[]
+    )
     assert b"Content-Length: 30\r\n" in head
     assert not chunked
 
@@ -157,7 +168,13 @@ def test_head_response_keeps_content_length():
 def test_response_hop_by_hop_removed_and_extra_added():
     r = check_response(
         200,
-        [(b"Connection", b"close, X-Hop"), (b"X-Hop", b"1"), (b"Keep-Alive", b"5"), (b"X-App", b"2"), (b"Content-Length", b"0")],
+        [
+            (b"Connection", b"close, X-Hop"),
+            (b"X-Hop", b"1"),
+            (b"Keep-Alive", b"5"),
+            (b"X-App", b"2"),
+            (b"Content-Length", b"0"),
+        ],
         request_method=b"GET",
         keep_alive=True,
     )
@@ -173,10 +190,16 @@ def test_response_hop_by_hop_removed_and_extra_added():
 
 def test_until_close_body_goes_chunked_to_http11_and_closes_http10():
     r = ResponseHead(200, [], BODY_UNTIL_CLOSE, 0, False)
-    head, chunked = build_response_head(r, b"OK", client_keep_alive=True, http10_client=False, extra=[])
-    assert chunked and b"Transfer-Encoding: chunked\r\n" in head
-    head, chunked = build_response_head(r, b"OK", client_keep_alive=True, http10_client=True, extra=[])
-    assert not chunked and b"Connection: close\r\n" in head
+    head, chunked = build_response_head(
+        r, b"OK", client_keep_alive=True, http10_client=False, extra=[]
+    )
+    assert chunked
+    assert b"Transfer-Encoding: chunked\r\n" in head
+    head, chunked = build_response_head(
+        r, b"OK", client_keep_alive=True, http10_client=True, extra=[]
+    )
+    assert not chunked
+    assert b"Connection: close\r\n" in head
 
 
 def test_simple_response_is_well_formed():
@@ -196,7 +219,8 @@ def test_simple_response_is_well_formed():
     parser = httptools.HttpResponseParser(p)
     parser.feed_data(data)
     assert parser.get_status_code() == 503
-    assert p.done and b"no backend" in p.body
+    assert p.done
+    assert b"no backend" in p.body
 
 
 header_name = st.from_regex(rb"\A[A-Za-z][A-Za-z0-9-]{0,20}\Z", fullmatch=True)
@@ -210,7 +234,9 @@ def test_built_head_reparses_and_never_forwards_hop_by_hop(extra):
         r = req(headers)
     except HttpParseError:
         return
-    head = build_request_head(r, client_ip=b"1.2.3.4", proto=b"http", forwarded=True, via=b"1.1 zonegate")
+    head = build_request_head(
+        r, client_ip=b"1.2.3.4", proto=b"http", forwarded=True, via=b"1.1 zonegate"
+    )
 
     class P:
         def __init__(self):
@@ -227,7 +253,14 @@ def test_built_head_reparses_and_never_forwards_hop_by_hop(extra):
     httptools.HttpRequestParser(p).feed_data(head)
     assert p.done
     names = {k for k, _ in p.headers}
-    assert not names & {b"connection", b"keep-alive", b"te", b"upgrade", b"transfer-encoding", b"trailer"}
+    assert not names & {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"upgrade",
+        b"transfer-encoding",
+        b"trailer",
+    }
     assert (b"x-forwarded-for", b"1.2.3.4") in p.headers or any(
         k == b"x-forwarded-for" and v.endswith(b"1.2.3.4") for k, v in p.headers
     )

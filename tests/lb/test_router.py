@@ -73,7 +73,8 @@ def test_panic_without_backup(healthy, panic):
 
 def test_dead_backup_means_panic_not_spill():
     plan = plan_pool(0.2, overprovisioning=1.4, panic_threshold=0.5, backup_share=0.0)
-    assert plan.panic and plan.local_share == 1.0
+    assert plan.panic
+    assert plan.local_share == 1.0
 
 
 def test_rejects_out_of_range_share():
@@ -95,8 +96,11 @@ def test_plan_invariants(healthy, factor, panic, backup):
         assert plan.local_share == 1.0
     # Panic only when the pool is below its threshold and nothing can help.
     if plan.panic:
-        assert healthy < panic and (backup is None or backup == 0.0)
+        assert healthy < panic
+        assert backup is None or backup == 0.0
     # More health never means less local traffic.
-    better = plan_pool(min(1.0, healthy + 0.1), overprovisioning=factor, panic_threshold=panic, backup_share=backup)
+    better = plan_pool(
+        min(1.0, healthy + 0.1), overprovisioning=factor, panic_threshold=panic, backup_share=backup
+    )
     if not plan.panic and not better.panic:
         assert better.local_share >= plan.local_share

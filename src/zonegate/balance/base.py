@@ -19,10 +19,16 @@ EWMA_DECAY = 10.0
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A backend a picker may choose: its stable index in the pool and its effective weight."""
+    """A backend a picker may choose: its index in the pool and its effective weight.
+
+    `key` is a stable identity (the backend's name or address) for pickers whose
+    choices must survive a reordering of the pool, such as consistent hashing;
+    empty means the index.
+    """
 
     index: int
     weight: float
+    key: str = ""
 
 
 @dataclass(slots=True)

@@ -9,7 +9,9 @@ Hash (fixed, documented, the same in every process and version; Python's `hash()
 is salted per process and would move every key on restart):
 
 - key:   `int.from_bytes(blake2b(key, digest_size=8).digest(), "big")`
-- point: the same over the ASCII bytes `f"{index}-{replica}"`, replica = 0, 1, ...
+- point: the same over the UTF-8 bytes `f"{ident}-{replica}"`, replica = 0, 1, ...,
+  where ident is the candidate's `key` (the backend name or address, so reordering or
+  inserting backends in the file moves no key) or, when empty, its index
 
 Points per candidate: `POINTS_PER_WEIGHT` for the heaviest candidate, the others in
 proportion to their weight (at least 1), scaled down so the ring holds at most
@@ -56,23 +58,25 @@ def hash64(data: bytes) -> int:
     return int.from_bytes(blake2b(data, digest_size=8).digest(), "big")
 
 
-_points: dict[int, list[int]] = {}
-"""Ring points of each backend index, replica by replica, computed once per process.
+_points: dict[str, list[int]] = {}
+"""Ring points of each backend identity, replica by replica, computed once per process.
 
-A pure function's memo: the points depend only on the index, so pools share them,
+A pure function's memo: the points depend only on the identity, so pools share them,
 and a rebuild (slow start rebuilds often) costs a sort instead of 10k hashes.
-At most MAX_POINTS per index, for indexes the process has seen.
+At most MAX_POINTS per identity, for identities the process has seen.
 """
 
 
-def _points_of(index: int, count: int) -> list[int]:
-    points = _points.setdefault(index, [])
+def _points_of(ident: str, count: int) -> list[int]:
+    points = _points.setdefault(ident, [])
     for r in range(len(points), count):
-        points.append(hash64(f"{index}-{r}".encode()))
+        points.append(hash64(f"{ident}-{r}".encode()))
     return points
 
 
-def _ring(indexes: Sequence[int], weights: Sequence[float]) -> tuple[list[int], list[int]]:
+def _ring(
+    indexes: Sequence[int], idents: Sequence[str], weights: Sequence[float]
+) -> tuple[list[int], list[int]]:
     """Build the sorted ring points and the backend index owning each."""
     heaviest = max(weights)
     scale = min(POINTS_PER_WEIGHT / heaviest, MAX_POINTS / sum(weights))
@@ -81,9 +85,9 @@ def _ring(indexes: Sequence[int], weights: Sequence[float]) -> tuple[list[int], 
     shift = max(indexes).bit_length()
     mask = (1 << shift) - 1
     packed: list[int] = []
-    for index, w in zip(indexes, weights, strict=True):
+    for index, ident, w in zip(indexes, idents, weights, strict=True):
         count = max(1, round(w * scale))
-        packed.extend([(p << shift) | index for p in _points_of(index, count)[:count]])
+        packed.extend([(p << shift) | index for p in _points_of(ident, count)[:count]])
     packed.sort()
     return [v >> shift for v in packed], [v & mask for v in packed]
 
@@ -136,7 +140,9 @@ class ConsistentHashPicker:
         # so that float rounding never lets a backend past an exact integer bound.
         self._factor: list[float] = []
         if weights:
-            self._ring, self._owners = _ring(self._indexes, weights)
+            keys = {c.index: c.key or str(c.index) for c in candidates}
+            idents = [keys[i] for i in self._indexes]
+            self._ring, self._owners = _ring(self._indexes, idents, weights)
             total = sum(weights)
             self._factor = [0.0] * (max(self._indexes) + 1)
             for index, w in zip(self._indexes, weights, strict=True):
@@ -158,8 +164,9 @@ class ConsistentHashPicker:
         i = bisect_left(self._ring, int.from_bytes(blake2b(key, digest_size=8).digest(), "big"))
         owner = self._owners[0 if i == self._last else i]
         inflight = self._loads.inflight
+        total = sum(inflight) if self._whole else sum(map(inflight.__getitem__, self._indexes))
         # inflight + 1 <= ceil(x)  <=>  inflight < x, for an integer inflight.
-        if inflight[owner] < self._factor[owner] * (self._in_flight() + 1):
+        if inflight[owner] < self._factor[owner] * (total + 1):
             return owner
         return self._pick_slow(key, ctx.exclude)
 
