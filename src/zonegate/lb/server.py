@@ -221,7 +221,7 @@ class WorkerHandle:
             "--index",
             str(self.index),
         ]
-        self.ready = asyncio.Event()
+        self.ready.clear()
         # Popen only forks and execs; the wait happens in a thread (see serve_worker).
         self.proc = subprocess.Popen(argv, pass_fds=[child.fileno()])  # noqa: ASYNC220
         child.close()
@@ -249,7 +249,12 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
     def spawn_task(coro: Any) -> None:
         t = loop.create_task(coro)
         tasks.add(t)
-        t.add_done_callback(tasks.discard)
+        t.add_done_callback(_task_done)
+
+    def _task_done(t: asyncio.Task[Any]) -> None:
+        tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("supervisor task failed", exc_info=t.exception())
 
     async def serve_worker(h: WorkerHandle) -> None:
         """Start a worker, feed it, and restart it if it dies."""
@@ -259,6 +264,7 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
             h.send(("init", hub.snapshot, hub.states))
             while True:
                 msg = await h.chan.recv()
+                log.debug("from worker %d: %r", h.index, msg[:2] if msg else msg)
                 if msg is None:
                     break
                 kind = msg[0]
@@ -426,6 +432,19 @@ async def _worker_main(fd: int, zone: str, index: int) -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker if the supervisor dies (even by SIGKILL)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: workers still stop when their channel closes
+    if os.getppid() == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker_entry(argv: list[str]) -> int:
     import argparse
 
@@ -438,6 +457,7 @@ def _worker_entry(argv: list[str]) -> int:
     a = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _die_with_parent()
     setup_logging(worker=a.index)
     return uvloop.run(_worker_main(a.worker_fd, a.zone, a.index))
 
