@@ -117,8 +117,15 @@ async def test_http_host_from_check():
     assert b"\r\nHost: api.example.test\r\n" in seen[0]
 
 
+def test_schema_refuses_host_with_control_characters():
+    with pytest.raises(ValueError, match="host"):
+        check(host="a\r\nX-Evil: 1")
+
+
 async def test_http_host_with_control_characters_is_refused():
-    result = await probe_http(HOST, free_port(), check(host="a\r\nX-Evil: 1"), 1.0)
+    # Defence in depth: the schema already refuses it; the prober must too.
+    bad = check().model_copy(update={"host": "a\r\nX-Evil: 1"})
+    result = await probe_http(HOST, free_port(), bad, 1.0)
     assert not result.ok
     assert result.reason.startswith("invalid Host header")
 

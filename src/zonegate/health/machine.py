@@ -496,7 +496,8 @@ class PoolHealth:
 
     @property
     def targets(self) -> Sequence[TargetHealth]:
-        return tuple(self._targets)
+        """The targets, indexed like `Pool.backends` (read them; do not reorder)."""
+        return self._targets
 
     def __len__(self) -> int:
         return len(self._targets)

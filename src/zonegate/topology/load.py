@@ -25,6 +25,7 @@ import types
 import typing
 import warnings
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import date
 from typing import Any, Literal
 
@@ -43,7 +44,8 @@ from zonegate.topology.validate import Path, validate
 MAX_VALUES = 200_000
 """Values a document may expand to; bounds alias bombs ('billion laughs')."""
 
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+_STANDARD_TAGS = "tag:yaml.org,2002:"
+_MERGE_TAG = _STANDARD_TAGS + "merge"
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _NAME = TypeAdapter(Name)
@@ -262,7 +264,9 @@ class _Loader:
     def check_tag(self, value: Any, path: Path) -> None:
         tag = getattr(value, "tag", None)
         name = getattr(tag, "value", None)
-        if name is not None:
+        # Standard tags (`!!str 5`) only say what the value already is; others are
+        # application tags nothing here would interpret.
+        if name is not None and not name.startswith(_STANDARD_TAGS):
             self.add(path, f"unsupported YAML tag '{name}'", "value")
 
     # --- positions ---------------------------------------------------------------
@@ -409,6 +413,8 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list | tuple):
         return "a list"
+    if isinstance(value, AbstractSet):
+        return "a set"
     return f"a {type(value).__name__}"
 
 
@@ -439,6 +445,7 @@ _PATTERNS = {
     _NAME_PATTERN: "use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit",
     "^/": "must start with '/'",
     r"^/[^\s]*$": "must start with '/' and contain no spaces",
+    r"^[A-Za-z0-9.:\[\]_-]{1,255}$": "must be a host name or an address, with no spaces",
 }
 
 

@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from zonegate.topology.schema import Listener, Pool, SplitMap, Topology
-from zonegate.topology.types import HostPort
+from zonegate.topology.types import HostPort, format_duration
 
 PathPart = str | int
 Path = tuple[PathPart, ...]
@@ -192,19 +192,18 @@ class _Checker:
                     f"duplicate backend address {backend.address} (also backends[{first}])",
                 )
             first = ids.setdefault(backend.id, i)
-            # Two unnamed backends share an id only if they share the address: the
-            # duplicate address is reported just above.
-            if first != i and (backend.name or pool.backends[first].name) is not None:
+            # A name cannot contain ':', so it never equals an address: two ids clash
+            # when two names do, or two addresses (already reported just above).
+            if first != i and backend.name is not None:
                 self.add(
-                    (*at, "name" if backend.name is not None else "address"),
-                    f"duplicate backend '{backend.id}' (also backends[{first}])",
+                    (*at, "name"), f"duplicate backend '{backend.id}' (also backends[{first}])"
                 )
         passive = pool.health.passive
         if passive.base_ejection > passive.max_ejection:
             self.add(
                 (*here, "health", "passive", "base_ejection"),
-                f"base_ejection ({passive.base_ejection:g}s) is longer than max_ejection "
-                f"({passive.max_ejection:g}s)",
+                f"base_ejection ({format_duration(passive.base_ejection)}) is longer than "
+                f"max_ejection ({format_duration(passive.max_ejection)})",
             )
 
     def backup_cycles(self) -> None:
@@ -266,7 +265,8 @@ class _Checker:
                     "(omit host to match any host)",
                 )
             first = seen.setdefault((host, route.path_prefix), i)
-            if first != i:
+            # A tcp listener's extra routes are already one problem above.
+            if first != i and listener.protocol == "http":
                 which = f"host '{route.host}'" if route.host is not None else "any host"
                 self.add(
                     at,
