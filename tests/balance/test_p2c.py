@@ -113,3 +113,29 @@ def test_default_latency_for_unsampled(known: list[float]) -> None:
     loads.latency[: len(known)] = known
     picker = make([1, 1, 1], loads)
     assert picker._default_latency() == pytest.approx(0.020 if known else 0.001)
+
+
+def test_a_backend_with_one_bad_early_sample_is_not_starved() -> None:
+    """Finagle-style idle decay: a backend that lost every comparison because of one slow
+    sample comes back once it has been idle for a while, and a fresh sample corrects it."""
+    import random as _random
+
+    from zonegate.balance.base import Candidate, Loads, PickContext
+    from zonegate.balance.p2c import LeastLoadPicker
+
+    loads = Loads.for_pool(3)
+    now = 100.0
+    loads.start(0)
+    loads.done(0, 0.050, now)  # one slow early answer
+    for i in (1, 2):
+        loads.start(i)
+        loads.done(i, 0.002, now)
+    picker = LeastLoadPicker([Candidate(i, 1.0) for i in range(3)], loads, _random.Random(3))
+    hits = [0, 0, 0]
+    for _ in range(3000):  # 30 s of traffic, one request every 10 ms, answered at once
+        now += 0.01
+        i = picker.pick(PickContext())
+        hits[i] += 1
+        loads.start(i)
+        loads.done(i, 0.002, now)
+    assert hits[0] > 300, hits

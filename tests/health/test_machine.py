@@ -578,3 +578,41 @@ def test_machine_is_pure():
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & FORBIDDEN
+
+
+def _pool_for_uneject():
+    from zonegate.topology.load import load_topology_text
+
+    topo = load_topology_text(
+        """
+zones: {a: {}}
+pools:
+  p:
+    zone: a
+    backends: [{address: "127.0.0.1:1"}, {address: "127.0.0.1:2"}, {address: "127.0.0.1:3"}, {address: "127.0.0.1:4"}]
+    health:
+      active: {type: tcp, rise: 1, fall: 1}
+      passive: {consecutive_failures: 1, base_ejection: 30s, max_ejected_percent: 25}
+"""
+    )
+    return topo.pools["p"]
+
+
+def test_active_recovery_ends_a_passive_ejection():
+    pool = _pool_for_uneject()
+    ph = PoolHealth(pool, 0.0, initial=HealthState.UP)
+    ph.record_passive(0, False, 1.0)
+    assert not ph.view(2.0)[0].available
+    ph.record_active(0, False, 2.0)  # DOWN
+    ph.record_active(0, True, 3.0)  # UP again: back at once, not at t=31
+    assert ph.view(3.5)[0].available
+
+
+def test_a_down_target_does_not_use_up_the_ejection_budget():
+    pool = _pool_for_uneject()
+    ph = PoolHealth(pool, 0.0, initial=HealthState.UP)
+    assert isinstance(ph.record_passive(0, False, 1.0), Ejected)
+    ph.record_active(0, False, 1.5)  # also DOWN by checks
+    # 25% of 4 = one ejection allowed; backend 0 is DOWN anyway, so 1 may be ejected.
+    assert isinstance(ph.record_passive(1, False, 2.0), Ejected)
+    assert isinstance(ph.record_passive(2, False, 2.5), EjectionBlocked)

@@ -16,6 +16,10 @@ from typing import ClassVar, Protocol
 EWMA_DECAY = 10.0
 """Time constant (seconds) of the latency EWMA used by least_load."""
 
+IDLE_HALF_LIFE = 1.0
+"""Seconds of idleness that halve a backend's remembered latency (Finagle's peak EWMA
+decays between observations), so one slow sample cannot keep a backend out forever."""
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -39,6 +43,13 @@ class Loads:
     latency: list[float]
     """EWMA of response latency in seconds (0.0 until the first sample)."""
     _stamp: list[float] = field(default_factory=list)
+    now: float = 0.0
+    """The latest time seen by `done()`: the pool's clock, as far as pickers know."""
+
+    def idle_for(self, index: int) -> float:
+        """Seconds since `index` last answered, on the pool's clock (0 if it never did)."""
+        stamp = self._stamp[index]
+        return self.now - stamp if stamp else 0.0
 
     @classmethod
     def for_pool(cls, size: int) -> Loads:
@@ -50,6 +61,8 @@ class Loads:
     def done(self, index: int, latency: float | None, now: float) -> None:
         """A request to `index` ended; `latency` is None when it failed before answering."""
         self.inflight[index] -= 1
+        if now > self.now:
+            self.now = now
         if latency is None:
             return
         old = self.latency[index]
@@ -58,6 +71,8 @@ class Loads:
         else:
             # Time-decayed EWMA (as Finagle's peak-EWMA): recent samples weigh more.
             elapsed = max(now - self._stamp[index], 0.0)
+            if elapsed > IDLE_HALF_LIFE:
+                old *= 0.5 ** (elapsed / IDLE_HALF_LIFE)
             w = pow(2.718281828459045, -elapsed / EWMA_DECAY)
             self.latency[index] = old * w + latency * (1.0 - w)
         self._stamp[index] = now

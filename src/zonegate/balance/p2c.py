@@ -10,6 +10,11 @@ A backend with no latency sample yet (0.0) is costed at the mean latency of the
 candidates that have one (`DEFAULT_LATENCY` if none has), so a new backend is
 tried but not flooded: its cost grows with its in-flight count like any other's.
 
+A backend that has not answered for a while has its latency decayed by half every
+`IDLE_HALF_LIFE` seconds of idleness (on the pool's clock, `Loads.now`), as Finagle's
+peak EWMA decays between observations: otherwise one slow early sample would make a
+backend lose every comparison forever, and never get the request that corrects it.
+
 Ties go to the first draw. With excluded backends (a retry), the two draws are
 made among the allowed candidates only, in O(n).
 """
@@ -22,7 +27,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from zonegate.balance._common import WeightedSampler, usable
-from zonegate.balance.base import Candidate, Loads, PickContext
+from zonegate.balance.base import IDLE_HALF_LIFE, Candidate, Loads, PickContext
 
 __all__ = ["DEFAULT_LATENCY", "LeastLoadPicker"]
 
@@ -78,14 +83,21 @@ class LeastLoadPicker:
         return self._cheaper(a, b)
 
     def _cheaper(self, a: int, b: int) -> int:
-        latency = self._loads.latency
-        inflight = self._loads.inflight
+        loads = self._loads
+        latency = loads.latency
+        inflight = loads.inflight
         la = latency[a]
         lb = latency[b]
         if la == 0.0 or lb == 0.0:
             default = self._default_latency()
             la = la or default
             lb = lb or default
+        idle = loads.idle_for(a)
+        if idle > IDLE_HALF_LIFE:
+            la *= 0.5 ** (idle / IDLE_HALF_LIFE)
+        idle = loads.idle_for(b)
+        if idle > IDLE_HALF_LIFE:
+            lb *= 0.5 ** (idle / IDLE_HALF_LIFE)
         return a if la * (inflight[a] + 1) <= lb * (inflight[b] + 1) else b
 
     def _default_latency(self) -> float:

@@ -27,17 +27,19 @@ look again.
    outcome to `record_passive` and decides what counts as a failure (connect error,
    reset, 5xx). After `consecutive_failures` failures in a row the target is EJECTED
    until `now + min(base_ejection * 2**(k-1), max_ejection)`, where k counts the
-   ejections in a row. The ejection ends by time alone. Outcomes reported while a
+   ejections in a row. The ejection ends by time, or earlier when active checks bring
+   the target from DOWN back UP (they prove it is back). Outcomes reported while a
    target is ejected are ignored: they belong to requests sent before it was ejected.
    When an ejection is attempted (allowed or blocked) the failure run restarts, as in
    Envoy. k decays by time, not on a success: once a target has stayed in the pool for
    as long as its last ejection lasted, k goes back to 0. A backend that fails again as
    soon as it returns is therefore ejected for longer and longer, and one that works for
-   a while starts again at `base_ejection`. `PoolHealth` enforces `max_ejected_percent`.
+   a while starts again at `base_ejection`. `PoolHealth` enforces `max_ejected_percent`,
+   counting the ejected targets that active checks do not already hold DOWN.
 
        IN ── consecutive_failures in a row, pool allows ──► EJECTED(until)
        ▲                                                         │
-       └───────────────────────── now ≥ until ───────────────────┘
+       └──────────── now ≥ until, or active DOWN -> UP ──────────┘
 
 3. Slow start (haproxy `slowstart`, Envoy `slow_start_config`). When a target comes back
    (DOWN → UP, or the end of an ejection), `weight_factor` ramps linearly from 0.1 to
@@ -350,6 +352,11 @@ class TargetHealth:
         self._run = 0
         self._state = new
         self._reason = why
+        if new is HealthState.UP and old is HealthState.DOWN and self._ejected_until is not None:
+            # Checks prove it is back: end the passive ejection early, as Envoy's
+            # successful_active_health_check_uneject_host. k is kept for the back-off.
+            self._ejected_until = None
+            self._ejection_reason = ""
         if new is HealthState.UP and (old is HealthState.DOWN or self._joining):
             self._ramp_from = max(now, self._ejected_until or now)
         if new is HealthState.UP:
@@ -525,7 +532,13 @@ class PoolHealth:
             and passive.consecutive_failures
             and target.passive_failures + 1 >= passive.consecutive_failures
         ):
-            ejected = sum(1 for t in self._targets if t.ejected_until(now) is not None)
+            # A target that active checks hold DOWN is out anyway; it must not use up
+            # the ejection budget that a second failing backend needs.
+            ejected = sum(
+                1
+                for t in self._targets
+                if t.ejected_until(now) is not None and t.state is not HealthState.DOWN
+            )
             may_eject = (ejected + 1) * 100 <= passive.max_ejected_percent * len(self._targets)
         return target.record_passive(ok, now, reason, may_eject=may_eject)
 
