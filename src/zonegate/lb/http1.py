@@ -94,6 +94,17 @@ class RequestHead:
         return None
 
 
+def parser_error_status(message: str) -> int:
+    """The status answering a request llhttp refused, from its error message.
+
+    llhttp (strict) refuses every version but 1.0 and 1.1 with "Invalid HTTP version":
+    that is a well-formed request in a version we do not speak, 505 (RFC 9110 §15.6.6),
+    as check_request answers for the versions llhttp lets through (2.0). Everything
+    else, including a malformed version ("Invalid minor version"), is 400.
+    """
+    return 505 if message == "Invalid HTTP version" else 400
+
+
 def _connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 

@@ -27,7 +27,8 @@ from zonegate.topology.snapshot import Snapshot
 log = logging.getLogger("zonegate.health")
 
 TICK = 0.25
-"""How often the hub re-evaluates time-driven changes (ejection ends, slow-start ramps)."""
+"""Longest time between two re-evaluations of time-driven changes; the hub also wakes at
+the health machines' deadlines (an ejection ends, a slow-start ramp steps)."""
 
 Subscriber = Callable[[dict[str, PoolState]], None]
 
@@ -85,8 +86,15 @@ class HealthHub:
         self.publish()
 
     async def _tick(self) -> None:
+        # Wake at the machines' next deadline (an ejection ends, a ramp steps), and at
+        # least every TICK; a transition in between publishes on its own.
         while True:
-            await asyncio.sleep(TICK)
+            now = self.clock()
+            nxt = min(
+                (d for h in self.healths.values() if (d := h.deadline()) is not None),
+                default=now + TICK,
+            )
+            await asyncio.sleep(min(TICK, max(0.005, nxt - now)))
             self.publish()
 
     # inputs
@@ -147,14 +155,15 @@ class HealthHub:
             backup_share = shares.get(pool.backup) if pool.backup else None
             if pool.backup and backup_share is None:
                 backup_share = 0.0
+            views = health.view(now)
             plan = plan_pool(
                 shares[name],
                 overprovisioning=pool.overprovisioning,
                 panic_threshold=pool.panic_threshold,
                 backup_share=backup_share,
+                any_enabled=any(v.admin is AdminState.ENABLED for v in views),
             )
             self.plans[name] = plan
-            views = health.view(now)
             if plan.panic:
                 weights = tuple(
                     float(pool.backends[v.index].weight) if v.admin is AdminState.ENABLED else 0.0
@@ -184,6 +193,9 @@ class HealthHub:
 
     def status(self, stats: dict[str, Any] | None = None) -> dict[str, Any]:
         """The /status document: pools, backends, health, weights, load."""
+        # Publish first: what is reported as available is what the workers pick from,
+        # even when a time-driven change (an ejection ending) is due but not yet ticked.
+        self.publish()
         now = self.clock()
         pools_stats = (stats or {}).get("pools", {})
         out: dict[str, Any] = {"zone": self.zone, "version": self.snapshot.version, "pools": {}}

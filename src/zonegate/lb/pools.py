@@ -80,7 +80,8 @@ class PoolRuntime:
         self.picker: Picker = self._build_picker()
 
     def _build_picker(self) -> Picker:
-        cands = [Candidate(i, w) for i, w in enumerate(self.state.weights) if w > 0]
+        ids = self.ids
+        cands = [Candidate(i, w, ids[i]) for i, w in enumerate(self.state.weights) if w > 0]
         return make_picker(
             self.cfg.balance,
             cands,

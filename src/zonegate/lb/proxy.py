@@ -53,12 +53,17 @@ REPLAY_LIMIT = 64 * 1024
 PENDING_HIGH = 256 * 1024
 """Unsent request body bytes above which we stop reading the client."""
 WRITE_HIGH = 256 * 1024
+RETRY_BACKUP_AFTER = 2
+"""Backends of the home pool that failed one request before its retries go to the backup
+pool: two failing at once point at the pool (a zone outage the health checks have not
+seen yet), as haproxy's redispatch and Envoy's previous_priorities retry plugin do."""
 
 # Client reading states
 IDLE, HEAD, BODY = 0, 1, 2
 
 # Reasons to pause reading from the client (bit flags)
-P_PIPELINE, P_UPSTREAM, P_PENDING = 1, 2, 4
+P_PIPELINE, P_UPSTREAM, P_PENDING, P_REFUSED = 1, 2, 4, 8
+_HELD_BY_UPSTREAM = P_UPSTREAM | P_PENDING
 
 _EMPTY: frozenset[int] = frozenset()
 _CRLF = b"\r\n"
@@ -88,6 +93,7 @@ class ClientConnection(asyncio.Protocol):
         "peer_ip",
         "queue",
         "reading",
+        "refused",
         "transport",
         "upgraded",
         "url",
@@ -115,6 +121,7 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         self.eof = False
         self.upgraded = False
+        self.refused: tuple[int, str] | None = None
         self.peer_ip = b"-"
 
     # asyncio callbacks
@@ -145,19 +152,31 @@ class ClientConnection(asyncio.Protocol):
         self.queue.clear()
 
     def pause_writing(self) -> None:
+        # The client reads slower than the backend sends. The upstream read timeout
+        # stops while we hold the backend back (the wait is not the backend's fault);
+        # the client gets client_idle to read again, as when it stops sending.
         self.write_paused = True
+        deadline = self.worker.now + self.listener.idle_timeout
+        if deadline < self.deadline:
+            self.deadline = deadline
         ex = self.exchange
         if ex is not None and ex.up is not None:
             ex.up.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.reading == IDLE:
+            self.deadline = (
+                INF if self.exchange is not None else self.worker.now + self.listener.idle_timeout
+            )
+        elif self.reading == BODY:
+            self.deadline = self.worker.now + self.listener.idle_timeout
         ex = self.exchange
         if ex is not None and ex.up is not None:
             ex.up.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing or self.upgraded:
+        if self.closing or self.upgraded or self.refused is not None:
             return
         if self.reading != BODY:
             self.head_raw += len(data)
@@ -185,7 +204,7 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         # A half-closed client may still read the response of a request it finished.
         self.eof = True
-        return self.exchange is not None and self.reading == IDLE
+        return self.exchange is not None and (self.reading == IDLE or self.refused is not None)
 
     # parser callbacks
 
@@ -267,39 +286,83 @@ class ClientConnection(asyncio.Protocol):
         if not self.paused and self.transport is not None:
             self.transport.pause_reading()
         self.paused |= reason
+        if reason & _HELD_BY_UPSTREAM and self.reading == BODY and not self.write_paused:
+            # We stopped reading the body because the backend is slow to take it: the
+            # client's body timer stops (the upstream read timeout still runs).
+            self.deadline = INF
 
     def resume(self, reason: int) -> None:
         if self.paused & reason:
             self.paused &= ~reason
             if not self.paused and self.transport is not None and not self.closing:
                 self.transport.resume_reading()
+                if self.reading == BODY and not self.write_paused:
+                    self.deadline = self.worker.now + self.listener.idle_timeout
 
     def _parse_failed(self, e: Exception) -> None:
         status, msg = self.error or (400, str(e) or "malformed request")
         if isinstance(e, httptools.HttpParserError) and self.error is None:
+            status = http1.parser_error_status(str(e))
             msg = f"malformed request: {e}"
         self.worker.count_client_error("client_bad_request")
         self._reject_now(status, msg)
 
     def _reject_now(self, status: int, msg: str) -> None:
-        """Answer an error the client caused and close, abandoning what it sent."""
+        """Refuse what the client sent last: `status`, then close.
+
+        Complete requests read before the bad bytes are still answered, in order, and
+        the error goes out after their responses: a pipelining client must not take the
+        400 for the answer to an earlier, valid request. Nothing after the bad bytes is
+        parsed. A request whose body was being read when it went wrong is abandoned.
+        """
         log.info("%d %s client=%s", status, msg, self.peer_ip.decode())
+        self.refused = (status, msg)
+        self.deadline = INF
+        self.pause(P_REFUSED)
+        bad = self.feeding
+        if bad is not None:
+            self.feeding = None
+            if bad is self.exchange:
+                if bad.response_started:
+                    # Answered before its body was complete (so not kept alive): let the
+                    # response finish, then close without the error.
+                    bad.keep_alive = False
+                    self.refused = None
+                    return
+                self.exchange = None
+                bad.client_gone()
+            else:
+                if bad in self.queue:
+                    self.queue.remove(bad)
+                bad.client_gone()
+        if self.exchange is None:
+            self._send_refusal()
+
+    def _send_refusal(self) -> None:
+        refused = self.refused
         self.closing = True
-        ex = self.exchange
-        if ex is not None and not ex.response_started:
-            self.exchange = None
-            ex.client_gone()
-        if self.exchange is None and self.transport is not None:
-            self.transport.write(simple_response(status, msg, close=True))
-            self.transport.close()
-        elif self.transport is not None:
-            self.transport.close()
+        t = self.transport
+        if t is not None:
+            if refused is not None:
+                t.write(
+                    simple_response(
+                        refused[0], refused[1], close=True, extra=self.listener.extra_raw
+                    )
+                )
+            t.close()
 
     def on_deadline(self, now: float) -> None:
         """Called by the sweeper when `deadline` has passed."""
         if self.transport is None:
             return
-        if self.reading == HEAD:
+        if self.write_paused:
+            # Not reading what we send: the client's fault, never the backend's (the
+            # exchange ends with client_gone, which blames nobody).
+            self.worker.count_client_error("client_write_timeout")
+            log.info("closing client %s: not reading the response", self.peer_ip.decode())
+            self.closing = True
+            self.transport.abort()
+        elif self.reading == HEAD:
             self.worker.count_client_error("client_header_timeout")
             self._reject_now(408, "timed out reading the request head")
         elif self.reading == BODY:
@@ -319,6 +382,13 @@ class ClientConnection(asyncio.Protocol):
         if t is None or self.closing:
             return
         self.resume(P_UPSTREAM | P_PENDING)
+        if self.refused is not None and not self.queue:
+            if keep_alive:
+                self._send_refusal()
+            else:
+                self.closing = True
+                t.close()
+            return
         if not keep_alive or (self.eof and not self.queue):
             self.closing = True
             t.close()
@@ -338,7 +408,9 @@ class ClientConnection(asyncio.Protocol):
     def send_error(self, status: int, msg: str, keep_alive: bool) -> None:
         t = self.transport
         if t is not None and not self.closing:
-            t.write(simple_response(status, msg, close=not keep_alive))
+            t.write(
+                simple_response(status, msg, close=not keep_alive, extra=self.listener.extra_raw)
+            )
 
 
 class Exchange:
@@ -349,6 +421,7 @@ class Exchange:
         "chunk_out",
         "client",
         "connecting",
+        "expires",
         "finished",
         "head",
         "home",
@@ -398,6 +471,8 @@ class Exchange:
         self.head = b""
         self.resp: http1.ResponseHead | None = None
         self.t0 = 0.0
+        self.expires = INF
+        """When the listener's total timeout ends this exchange (INF: no cap)."""
 
     # request side
 
@@ -408,6 +483,8 @@ class Exchange:
         self.t0 = perf_counter()
         client = self.client
         lst = client.listener
+        if lst.total_timeout is not None:
+            self.expires = client.worker.now + lst.total_timeout
         req = self.req
         pool_name = lst.routes.match(req.host, req.path)
         worker = client.worker
@@ -434,7 +511,11 @@ class Exchange:
         if backup is not None:
             share = home.state.local_share
             spill = share < 1.0 and (share <= 0.0 or home.rng.random() >= share)
-            if spill or (home.over_capacity() and not backup.over_capacity()):
+            if (
+                spill
+                or (home.over_capacity() and not backup.over_capacity())
+                or (tried and len(tried.get(home.name, _EMPTY)) >= RETRY_BACKUP_AFTER)
+            ):
                 target = backup
         idx = target.pick(
             self.req, self.client.peer_ip, tried.get(target.name, _EMPTY) if tried else _EMPTY
@@ -453,8 +534,9 @@ class Exchange:
             home.stats.errors["spilled"] += 1
         return target, idx
 
-    def _dispatch(self) -> None:
-        sel = self._select()
+    def _dispatch(self, sel: tuple[PoolRuntime, int] | None = None) -> None:
+        if sel is None:
+            sel = self._select()
         if sel is None:
             home = self.home
             assert home is not None
@@ -684,12 +766,16 @@ class Exchange:
             return
         can_replay = nothing_sent or self.sent_body == 0 or self.replay is not None
         allowed = nothing_sent or self.req.idempotent or self.sent_body == 0
+        sel = None
         if self.retries_left > 0 and allowed and can_replay:
-            self.retries_left -= 1
-            pool.stats.errors["retried"] += 1
             if self.tried is None:
                 self.tried = {}
             self.tried.setdefault(pool.name, set()).add(idx)
+            # With no backend left to try, the answer is this failure, not a 503.
+            sel = self._select()
+        if sel is not None:
+            self.retries_left -= 1
+            pool.stats.errors["retried"] += 1
             if self.sent_body and self.replay is not None:
                 self.pending = list(self.replay)
                 self.pending_size = self.replay_size
@@ -697,7 +783,7 @@ class Exchange:
             log.info(
                 "retrying %s after %s on %s/%s", self.req.method.decode(), reason, pool.name, bid
             )
-            self._dispatch()
+            self._dispatch(sel)
             return
         status = 504 if kind in ("connect_timeout", "read_timeout") else 502
         self.finished = True
@@ -754,17 +840,48 @@ class Exchange:
                 self.retries_left = 0
             self._upstream_failed(kind, reason, nothing_sent=False)
             return
-        self._abort_midway(reason)
+        self._abort_midway(reason, kind)
 
-    def _abort_midway(self, reason: str) -> None:
+    def expire(self) -> None:
+        """The listener's total time for one exchange (`timeouts.total`) ran out.
+
+        504 if the response has not started, else a cut connection. Not retried, and
+        no backend is blamed: a slow client or a big body can take the time as well.
+        """
+        if self.finished:
+            return
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.exchange = None
+            up.close()
+        pool = self.pool
+        if self.response_started:
+            self._abort_midway("total timeout", "total_timeout", blame=False)
+            return
+        self.finished = True
+        if pool is not None:
+            pool.stats.errors["total_timeout"] += 1
+            pool.loads.done(self.index, None, self.client.worker.now)
+            pool.inflight -= 1
+            pool.stats.record(self.index, 504, perf_counter() - self.t0)
+        keep = self.keep_alive and self.body_done
+        self.keep_alive = keep
+        self.client.send_error(504, "exchange exceeded the listener's total timeout", keep)
+        self.client.exchange_done(self, keep)
+
+    def _abort_midway(self, reason: str, kind: str | None = None, *, blame: bool = True) -> None:
         """The response had started: the client can only see a cut connection."""
         pool = self.pool
         self.finished = True
         if pool is not None:
             pool.stats.errors["aborted_midway"] += 1
+            if kind is not None:
+                pool.stats.errors[kind] += 1
             pool.loads.done(self.index, None, self.client.worker.now)
             pool.inflight -= 1
-            self.client.worker.passive(pool, self.index, ok=False, reason=reason)
+            if blame:
+                self.client.worker.passive(pool, self.index, ok=False, reason=reason)
             log.warning(
                 "aborting response pool=%s backend=%s: %s", pool.name, pool.ids[self.index], reason
             )
@@ -882,7 +999,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = ex.req.method == b"HEAD"
         w = self.upool.worker
         w.busy.add(self)
-        self.deadline = w.now + ex.pool.cfg.timeouts.read  # type: ignore[union-attr]
+        deadline = w.now + ex.pool.cfg.timeouts.read  # type: ignore[union-attr]
+        self.deadline = deadline if deadline < ex.expires else ex.expires
 
     def close(self) -> None:
         if not self.closed:
@@ -893,13 +1011,20 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
 
     def pause_reading(self) -> None:
+        """Hold the backend back (the client is slow); its read timeout stops meanwhile."""
         if not self.paused and self.transport is not None and not self.closed:
             self.paused = True
+            ex = self.exchange
+            self.deadline = ex.expires if ex is not None else INF
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.paused and self.transport is not None and not self.closed:
             self.paused = False
+            ex = self.exchange
+            if ex is not None and ex.pool is not None:
+                deadline = self.upool.worker.now + ex.pool.cfg.timeouts.read
+                self.deadline = deadline if deadline < ex.expires else ex.expires
             self.transport.resume_reading()
 
     def pause_writing(self) -> None:
@@ -918,12 +1043,20 @@ class UpstreamConnection(asyncio.Protocol):
             # A backend talking out of turn on an idle connection: never reuse it.
             self.close()
             return
-        ex_timeout = ex.pool.cfg.timeouts.read  # type: ignore[union-attr]
-        self.deadline = self.upool.worker.now + ex_timeout
+        deadline = self.upool.worker.now + ex.pool.cfg.timeouts.read  # type: ignore[union-attr]
+        self.deadline = deadline if deadline < ex.expires else ex.expires
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # We strip Upgrade from requests, so a 101 is the backend's mistake.
+            ex.upstream_error("bad_response", "unsolicited 101 switching protocols")
+            self.close()
+            return
         except httptools.HttpParserError as e:
             ex.upstream_error("bad_response", f"malformed response: {e}")
+            # Also when the exchange had already finished (garbage after a complete
+            # response): a connection whose parser failed is never reused.
+            self.close()
             return
         if self.exchange is ex:
             ex.flush_client()
@@ -944,14 +1077,20 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_deadline(self, now: float) -> None:
         ex = self.exchange
-        if ex is not None:
-            ex.upstream_error("read_timeout", "read timeout")
-        else:
+        if ex is None:
             self.close()
+        elif ex.expires <= now:
+            ex.expire()
+        else:
+            ex.upstream_error("read_timeout", "read timeout")
 
     # parser callbacks
 
     def on_message_begin(self) -> None:
+        if self.exchange is None:
+            # A response nobody asked for (a body on a 204, a second response): the
+            # backend is out of step with us; never reuse this connection.
+            self.close()
         self.headers = []
         self.reason = b""
 

@@ -45,6 +45,7 @@ def plan_pool(
     overprovisioning: float,
     panic_threshold: float,
     backup_share: float | None,
+    any_enabled: bool = True,
 ) -> PoolPlan:
     """Decide the local/backup split of a pool.
 
@@ -53,11 +54,18 @@ def plan_pool(
         overprovisioning: Envoy's factor (>= 1): 1.4 keeps all traffic local down to ~71%.
         panic_threshold: below this share, with no usable backup, panic.
         backup_share: the backup pool's healthy share, or None when there is no backup.
+        any_enabled: False when every backend is drained or disabled. That is an
+            operator's choice, not an outage: the backup takes everything if it can,
+            and the pool never panics (panic could only pick enabled backends anyway).
     """
     if not 0.0 <= healthy_share <= 1.0:
         raise ValueError(f"healthy_share {healthy_share} not in [0, 1]")
     local = min(1.0, healthy_share * overprovisioning)
     backup_usable = backup_share is not None and backup_share > 0.0
+    if not any_enabled:
+        if backup_usable:
+            return PoolPlan(0.0, False, "no enabled backend -> all to backup")
+        return PoolPlan(1.0, False, "no enabled backend, no backup to spill to")
     if local >= 1.0:
         return PoolPlan(1.0, False, f"healthy {healthy_share:.0%}")
     if backup_usable:

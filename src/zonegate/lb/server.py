@@ -81,7 +81,8 @@ class Channel:
         try:
             head = await self.reader.readexactly(_FRAME.size)
             (n,) = _FRAME.unpack(head)
-            return pickle.loads(await self.reader.readexactly(n))
+            msg: tuple[Any, ...] = pickle.loads(await self.reader.readexactly(n))
+            return msg
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
 
@@ -411,7 +412,13 @@ async def _worker_main(fd: int, zone: str, index: int) -> int:
     chan.send(("ready", os.getpid()))
     loop = asyncio.get_running_loop()
     stop_timeout: list[float] = []
-    loop.add_signal_handler(signal.SIGTERM, lambda: stop_timeout.append(30.0) or writer.close())
+
+    def on_term() -> None:
+        # SIGTERM sent to a worker directly: stop as the supervisor's "stop" would.
+        stop_timeout.append(30.0)
+        writer.close()
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
     while True:
         msg = await chan.recv()
         if msg is None:

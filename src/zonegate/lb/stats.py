@@ -34,6 +34,7 @@ ERROR_KINDS = (
     "connect_timeout",
     "reset_before_response",
     "read_timeout",
+    "total_timeout",
     "bad_response",
     "retried",
     "no_backend",

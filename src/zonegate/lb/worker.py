@@ -60,12 +60,14 @@ class ListenerRuntime:
     __slots__ = (
         "cfg",
         "extra_headers",
+        "extra_raw",
         "forwarded",
         "header_timeout",
         "idle_timeout",
         "name",
         "proto",
         "routes",
+        "total_timeout",
         "via",
     )
 
@@ -81,9 +83,12 @@ class ListenerRuntime:
         self.forwarded = cfg.forwarded_headers
         self.header_timeout = cfg.timeouts.header
         self.idle_timeout = cfg.timeouts.client_idle
+        self.total_timeout = cfg.timeouts.total
         self.extra_headers: list[tuple[bytes, bytes]] = []
         if cfg.version_header:
             self.extra_headers.append((cfg.version_header.encode(), str(version).encode()))
+        # The same fields, serialized, for the responses the proxy writes itself.
+        self.extra_raw = b"".join(b"%s: %s\r\n" % kv for kv in self.extra_headers)
 
 
 class Worker:
