@@ -264,3 +264,17 @@ def test_built_head_reparses_and_never_forwards_hop_by_hop(extra):
     assert (b"x-forwarded-for", b"1.2.3.4") in p.headers or any(
         k == b"x-forwarded-for" and v.endswith(b"1.2.3.4") for k, v in p.headers
     )
+
+
+@pytest.mark.parametrize(
+    ("message", "status"),
+    [
+        ("Invalid HTTP version", 505),
+        ("Invalid minor version", 400),
+        ("Duplicate Content-Length", 400),
+    ],
+)
+def test_parser_error_status(message, status):
+    from zonegate.lb.http1 import parser_error_status
+
+    assert parser_error_status(message) == status

@@ -104,3 +104,17 @@ def test_plan_invariants(healthy, factor, panic, backup):
     )
     if not plan.panic and not better.panic:
         assert better.local_share >= plan.local_share
+
+
+def test_all_backends_disabled_is_not_panic():
+    plan = plan_pool(
+        0.0, overprovisioning=1.4, panic_threshold=0.5, backup_share=None, any_enabled=False
+    )
+    assert not plan.panic
+
+
+def test_all_backends_disabled_sends_everything_to_a_live_backup():
+    plan = plan_pool(
+        0.0, overprovisioning=1.4, panic_threshold=0.5, backup_share=1.0, any_enabled=False
+    )
+    assert plan.local_share == 0.0

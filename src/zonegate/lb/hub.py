@@ -51,6 +51,7 @@ class HealthHub:
         self.checker = ActiveChecker(self.pools, self.healths, self._on_transition, now=clock)
         self._ticker: asyncio.Task[None] | None = None
         self._starting = False
+        self._blocked_logged: set[tuple[str, str]] = set()
 
     def _set(self, snapshot: Snapshot, previous: dict[str, PoolHealth]) -> None:
         topo = snapshot.topology
@@ -129,7 +130,12 @@ class HealthHub:
             )
             self.publish()
         elif isinstance(result, EjectionBlocked):
-            log.warning("backend %s/%s not ejected: %s", pool, backend_id, result.reason)
+            key = (pool, backend_id)
+            if key not in self._blocked_logged:  # once per streak, not once per request
+                self._blocked_logged.add(key)
+                log.warning("backend %s/%s not ejected: %s", pool, backend_id, result.reason)
+        elif ok:
+            self._blocked_logged.discard((pool, backend_id))
 
     def set_admin(self, pool: str, backend_id: str, state: str) -> bool:
         """Drain, disable or enable a backend at runtime; False if there is no such backend."""

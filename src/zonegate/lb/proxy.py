@@ -780,7 +780,9 @@ class Exchange:
                 self.pending = list(self.replay)
                 self.pending_size = self.replay_size
             self.sent_body = 0
-            log.info(
+            # Per request, so DEBUG: the counters (zonegate_errors_total{kind="retried"})
+            # and the hub's ejection lines tell the story at INFO.
+            log.debug(
                 "retrying %s after %s on %s/%s", self.req.method.decode(), reason, pool.name, bid
             )
             self._dispatch(sel)
