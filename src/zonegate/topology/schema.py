@@ -6,7 +6,7 @@ Cross-references (a pool's zone exists, backup pools form no cycle, split ranges
 are checked by `topology.validate`, which runs after this schema pass.
 
 Section ownership: `zones` (vrrp, dns), `pools` (balance, health), `listeners` (lb),
-`split` (control, client).
+`dns` (dns, httpdns), `split` (control, client).
 """
 
 from __future__ import annotations
@@ -42,6 +42,28 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+IpText = Annotated[str, Field(pattern=r"^[0-9A-Fa-f:.]{2,45}$")]
+"""An IPv4 or IPv6 address literal (checked as an address by topology.validate)."""
+
+
+class ZoneHealthCheck(Model):
+    """How the GSLB (dns, httpdns) decides that a zone can take users."""
+
+    type: Literal["lb_status", "tcp", "http"] = "lb_status"
+    """lb_status: GET the zone LB's admin /status (healthy backends, capacity, sessions).
+    tcp / http: a check of `address` (default: the zone's first VIP on port 80), for
+    zones served by a load balancer other than zonegate."""
+    address: Address | None = None
+    path: Annotated[str, Field(pattern=r"^/[^\s]*$")] = "/"
+    interval: Duration = Field(default=1.0, gt=0)
+    timeout: Duration = Field(default=0.5, gt=0)
+    up_share: Share = 0.5
+    """lb_status: the zone is up while at least this share of its pools' backends is
+    available (gdnsd's up_thresh), so one dying backend does not flap the zone."""
+    rise: Annotated[int, Field(ge=1, le=100)] = 1
+    fall: Annotated[int, Field(ge=1, le=100)] = 2
+
+
 class Zone(Model):
     """A datacenter or cloud zone."""
 
@@ -50,6 +72,14 @@ class Zone(Model):
     lb_admin: Address | None = None
     """Admin endpoint of this zone's `zonegate lb` (metrics, status, drain). Default: none;
     `zonegate lb --admin` overrides it."""
+    vips: list[IpText] = []
+    """Addresses users reach this zone at (IPv4 and IPv6); the GSLB answers them."""
+    weight: Annotated[int, Field(ge=0, le=10000)] = 100
+    """Site weight for the GSLB `weight` policy; 0 takes the zone out of weighted picks."""
+    capacity: Annotated[int, Field(ge=1)] | None = None
+    """Sessions (in-flight requests) the zone can hold, for the GSLB `capacity` policy.
+    Default: what the zone's LB reports in /status (sum of pool capacities), if any."""
+    health: ZoneHealthCheck = ZoneHealthCheck()
 
 
 class ActiveCheck(Model):
@@ -201,12 +231,146 @@ class SplitMap(Model):
     zones: Annotated[dict[Name, SplitZone], Field(min_length=1)]
 
 
+DnsName = Annotated[str, Field(min_length=1, max_length=254)]
+"""A DNS name; relative names in `dns.domains.*.records` are under the domain, '@' is
+the domain itself. Checked as a DNS name by topology.validate."""
+
+GslbMethod = Literal[
+    "topology",
+    "weight",
+    "ip_weight",
+    "capacity",
+    "active_servers",
+    "rtt",
+    "admin",
+    "least_selected",
+    "round_robin",
+    "all",
+]
+"""GSLB load-balancing methods; see docs/dns.md for what each keeps or orders."""
+
+
+class Soa(Model):
+    mname: DnsName | None = None
+    """Primary name server. Default: the first of `ns`."""
+    rname: DnsName = "hostmaster"
+    """Mailbox of the zone's admin as a name (hostmaster = hostmaster.DOMAIN)."""
+    refresh: Duration = 3600.0
+    retry: Duration = 600.0
+    expire: Duration = 604800.0
+    minimum: Duration = 60.0
+    """Negative-caching TTL (RFC 2308)."""
+
+
+class StaticRecord(Model):
+    """One static resource record."""
+
+    type: Literal["A", "AAAA", "CNAME", "TXT", "NS", "MX"]
+    value: str
+    """A/AAAA: an address; CNAME/NS: a name; TXT: the text; MX: 'PREFERENCE NAME'."""
+    ttl: Duration | None = None
+    """Default: the domain's ttl."""
+
+
+class GslbRecord(Model):
+    """A name whose answer is decided per query by the GSLB policy chain.
+
+    The chain: health (drop zones that cannot take users) -> `preferred` methods; if they
+    leave no zone, `alternate`; if that leaves none, `fallback`. Each is a list of
+    methods applied in order, each keeping or ordering the candidates it receives.
+    """
+
+    zones: list[Name] = []
+    """Candidate zones (their `vips`). Default: every zone with VIPs."""
+    preferred: Annotated[list[GslbMethod], Field(min_length=1)] = ["topology", "weight"]
+    alternate: list[GslbMethod] = ["weight"]
+    fallback: Literal["all", "none", "addresses"] = "all"
+    """When every zone is down: answer all candidates (the default: better than
+    nothing), NXDOMAIN-free NODATA (none), or `fallback_addresses`."""
+    fallback_addresses: list[IpText] = []
+    answers: Annotated[int, Field(ge=1, le=16)] = 1
+    """Addresses per answer (from the chosen zones, in order)."""
+    ttl: Duration = 30.0
+    changing_ttl: Duration = 5.0
+    """TTL while a candidate zone's health is changing, so resolvers come back sooner."""
+    ecs_scope: Annotated[int, Field(ge=0, le=32)] = 24
+    """EDNS Client Subnet scope prefix returned for IPv4 clients (RFC 7871 §7.2)."""
+    ecs_scope_v6: Annotated[int, Field(ge=0, le=128)] = 56
+    cname: DnsName | None = None
+    """Answer a CNAME to this next-level GSLB name instead of addresses."""
+    admin_order: list[Name] = []
+    """Zone order for the `admin` method."""
+    capacity_threshold: Share = 0.9
+    """`capacity` drops a zone whose sessions / capacity exceeds this."""
+    ip_weights: dict[IpText, Annotated[int, Field(ge=0, le=10000)]] = {}
+    """Per-address weights for `ip_weight` (default 1 each)."""
+
+
+class DnsDomain(Model):
+    """A DNS zone zonegate dns is authoritative for."""
+
+    ns: Annotated[list[DnsName], Field(min_length=1)]
+    soa: Soa = Soa()
+    ttl: Duration = 300.0
+    records: dict[DnsName, list[StaticRecord]] = {}
+    gslb: dict[DnsName, GslbRecord] = {}
+
+
+class Region(Model):
+    """Clients of a region, and the zones that serve it best (in order)."""
+
+    prefixes: list[Annotated[str, Field(pattern=r"^[0-9A-Fa-f:.]+/\d{1,3}$")]] = []
+    """Client networks (CIDR) of this region; longest prefix match across regions."""
+    countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = []
+    """ISO country codes mapped to this region through the MaxMind database."""
+    zones: list[Name] = []
+    """Preferred zones for this region. Default: the zones whose `region` is this one."""
+
+
+class HttpdnsAccount(Model):
+    """An HTTPDNS account for signed requests."""
+
+    secret: Annotated[str, Field(min_length=16)]
+    """HMAC-SHA256 key; at least 16 characters."""
+
+
+class Dns(Model):
+    """The GSLB: authoritative DNS and HTTPDNS over one policy engine."""
+
+    listen: Address | None = None
+    """Where `zonegate dns` answers (UDP and TCP). `--listen` overrides it."""
+    admin: Address | None = None
+    """Admin endpoint: /metrics, /status, /explain."""
+    httpdns_listen: Address | None = None
+    """Where `zonegate httpdns` answers. `--listen` overrides it."""
+    domains: dict[DnsName, DnsDomain] = {}
+    regions: dict[Name, Region] = {}
+    default_region: Name | None = None
+    """Region of clients that match no prefix. Default: none (topology keeps all zones)."""
+    geoip_db: str | None = None
+    """Path to a MaxMind GeoLite2/GeoIP2 Country database (optional)."""
+    trusted_proxies: list[Annotated[str, Field(pattern=r"^[0-9A-Fa-f:.]+/\d{1,3}$")]] = []
+    """httpdns: peers whose X-Forwarded-For is believed for the client IP."""
+    accounts: dict[Name, HttpdnsAccount] = {}
+    """httpdns signed mode: requests must carry account, expiry and signature."""
+    require_signature: bool = False
+    rate_limit: Annotated[int, Field(ge=0)] = 0
+    """httpdns: requests per second per client IP (0: unlimited)."""
+    rrl: Annotated[int, Field(ge=0)] = 0
+    """dns: response rate limit, responses per second per client /24 (/56) and answer
+    (0: off); over the limit every `rrl_slip`-th answer is sent truncated, the rest dropped."""
+    rrl_slip: Annotated[int, Field(ge=0, le=10)] = 2
+    tcp_max_connections: Annotated[int, Field(ge=1)] = 1000
+    tcp_idle: Duration = Field(default=10.0, gt=0)
+
+
 class Topology(Model):
     """The whole topology file."""
 
     zones: Annotated[dict[Name, Zone], Field(min_length=1)]
     pools: dict[Name, Pool] = {}
     listeners: dict[Name, Listener] = {}
+    dns: Dns = Dns()
     split: dict[str, SplitMap] = {}
 
 
