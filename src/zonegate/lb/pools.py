@@ -141,3 +141,48 @@ def link_backups(pools: dict[str, PoolRuntime]) -> None:
     """Point each pool at its backup's runtime."""
     for p in pools.values():
         p.backup = pools.get(p.cfg.backup) if p.cfg.backup else None
+
+
+RETRY_BACKUP_AFTER = 2
+"""Once this many backends of the home pool failed one request, its next try goes to
+the backup pool: when a whole pool dies, retries must not all land on dead backends
+before health checks notice."""
+
+_EMPTY: frozenset[int] = frozenset()
+
+
+def choose_backend(
+    home: PoolRuntime,
+    req: RequestHead | None,
+    peer_ip: bytes,
+    tried: dict[str, set[int]] | None,
+) -> tuple[PoolRuntime, int] | None:
+    """Pick the pool (home or its backup) and backend for one attempt.
+
+    Spills to the backup by the hub's local share, when the home pool is over
+    capacity, or after RETRY_BACKUP_AFTER failed tries at home; falls back to the other
+    pool when the chosen one has no candidate left. None: nothing can take it.
+    """
+    target = home
+    backup = home.backup
+    if backup is not None:
+        share = home.state.local_share
+        spill = share < 1.0 and (share <= 0.0 or home.rng.random() >= share)
+        if (
+            spill
+            or (home.over_capacity() and not backup.over_capacity())
+            or (tried and len(tried.get(home.name, _EMPTY)) >= RETRY_BACKUP_AFTER)
+        ):
+            target = backup
+    idx = target.pick(req, peer_ip, tried.get(target.name, _EMPTY) if tried else _EMPTY)
+    if idx is None:
+        other = backup if target is home else home
+        if other is None:
+            return None
+        idx = other.pick(req, peer_ip, tried.get(other.name, _EMPTY) if tried else _EMPTY)
+        if idx is None:
+            return None
+        target = other
+    if target is not home:
+        home.stats.errors["spilled"] += 1
+    return target, idx

@@ -40,6 +40,7 @@ from zonegate.lb.http1 import (
     check_response,
     simple_response,
 )
+from zonegate.lb.pools import choose_backend
 
 if TYPE_CHECKING:
     from zonegate.lb.pools import PoolRuntime
@@ -53,7 +54,6 @@ REPLAY_LIMIT = 64 * 1024
 PENDING_HIGH = 256 * 1024
 """Unsent request body bytes above which we stop reading the client."""
 WRITE_HIGH = 256 * 1024
-RETRY_BACKUP_AFTER = 2
 """Backends of the home pool that failed one request before its retries go to the backup
 pool: two failing at once point at the pool (a zone outage the health checks have not
 seen yet), as haproxy's redispatch and Envoy's previous_priorities retry plugin do."""
@@ -65,7 +65,6 @@ IDLE, HEAD, BODY = 0, 1, 2
 P_PIPELINE, P_UPSTREAM, P_PENDING, P_REFUSED = 1, 2, 4, 8
 _HELD_BY_UPSTREAM = P_UPSTREAM | P_PENDING
 
-_EMPTY: frozenset[int] = frozenset()
 _CRLF = b"\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
@@ -505,34 +504,7 @@ class Exchange:
     def _select(self) -> tuple[PoolRuntime, int] | None:
         home = self.home
         assert home is not None
-        target = home
-        backup = home.backup
-        tried = self.tried
-        if backup is not None:
-            share = home.state.local_share
-            spill = share < 1.0 and (share <= 0.0 or home.rng.random() >= share)
-            if (
-                spill
-                or (home.over_capacity() and not backup.over_capacity())
-                or (tried and len(tried.get(home.name, _EMPTY)) >= RETRY_BACKUP_AFTER)
-            ):
-                target = backup
-        idx = target.pick(
-            self.req, self.client.peer_ip, tried.get(target.name, _EMPTY) if tried else _EMPTY
-        )
-        if idx is None:
-            other = backup if target is home else home
-            if other is None:
-                return None
-            idx = other.pick(
-                self.req, self.client.peer_ip, tried.get(other.name, _EMPTY) if tried else _EMPTY
-            )
-            if idx is None:
-                return None
-            target = other
-        if target is not home:
-            home.stats.errors["spilled"] += 1
-        return target, idx
+        return choose_backend(home, self.req, self.client.peer_ip, self.tried)
 
     def _dispatch(self, sel: tuple[PoolRuntime, int] | None = None) -> None:
         if sel is None:

@@ -91,7 +91,7 @@ def check_zone(topo: Topology, zone: str, path: str) -> None:
     if zone not in topo.zones:
         raise SystemExit(f"{path}: no zone {zone!r} (zones: {', '.join(topo.zones)})")
     if not zone_listeners(topo, zone):
-        raise SystemExit(f"{path}: zone {zone!r} has no http listeners")
+        raise SystemExit(f"{path}: zone {zone!r} has no listeners")
 
 
 def admin_address(topo: Topology, opts: LbOptions) -> HostPort | None:

@@ -43,6 +43,7 @@ ERROR_KINDS = (
     "client_header_timeout",
     "spilled",
     "aborted_midway",
+    "tcp_accepted",
 )
 
 

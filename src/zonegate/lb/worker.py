@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from zonegate.lb.pools import PoolRuntime, PoolState, link_backups
 from zonegate.lb.proxy import ClientConnection, UpstreamPool
 from zonegate.lb.router import RouteTable
+from zonegate.lb.tcp import TcpConnection
 from zonegate.topology.schema import Listener, Topology
 from zonegate.topology.snapshot import Snapshot
 
@@ -35,10 +36,8 @@ class HubLink(Protocol):
 
 
 def zone_listeners(topo: Topology, zone: str) -> dict[str, Listener]:
-    """The HTTP listeners a `zonegate lb --zone ZONE` serves."""
-    return {
-        n: lst for n, lst in topo.listeners.items() if lst.zone == zone and lst.protocol == "http"
-    }
+    """The listeners (http and tcp) a `zonegate lb --zone ZONE` serves."""
+    return {n: lst for n, lst in topo.listeners.items() if lst.zone == zone}
 
 
 def zone_pools(topo: Topology, zone: str) -> list[str]:
@@ -92,7 +91,7 @@ class ListenerRuntime:
 
 
 class Worker:
-    """Serves the HTTP listeners of one zone."""
+    """Serves the listeners (L7 http and L4 tcp) of one zone."""
 
     def __init__(
         self, snapshot: Snapshot, zone: str, link: HubLink, *, reuse_port: bool = False
@@ -136,8 +135,9 @@ class Worker:
     async def _bind(self, lr: ListenerRuntime) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         bind = lr.cfg.bind
+        factory: Any = ClientConnection if lr.cfg.protocol == "http" else TcpConnection
         server = await loop.create_server(
-            lambda: ClientConnection(self, lr),
+            lambda: factory(self, lr),
             bind.host,
             bind.port,
             reuse_address=True,
@@ -194,7 +194,17 @@ class Worker:
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            from zonegate.errors import bug
+
+            try:
+                bug(f"worker task {task.get_coro()!r} failed", exc)
+            except AssertionError:
+                log.exception("worker task failed", exc_info=exc)
 
     def passive(self, pool: PoolRuntime, index: int, *, ok: bool, reason: str) -> None:
         """Report a passive observation (only failures and the first success after them)."""
