@@ -221,6 +221,8 @@ class WorkerHandle:
             self.opts.zone,
             "--index",
             str(self.index),
+            "--log-level",
+            logging.getLevelName(logging.getLogger().level),
         ]
         self.ready.clear()
         # Popen only forks and execs; the wait happens in a thread (see serve_worker).
@@ -461,11 +463,12 @@ def _worker_entry(argv: list[str]) -> int:
     p.add_argument("--worker-fd", type=int, required=True)
     p.add_argument("--zone", required=True)
     p.add_argument("--index", type=int, default=0)
+    p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent()
-    setup_logging(worker=a.index)
+    setup_logging(a.log_level, worker=a.index)
     return uvloop.run(_worker_main(a.worker_fd, a.zone, a.index))
 
 
