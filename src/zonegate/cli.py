@@ -64,6 +64,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lb.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
+    dns = sub.add_parser(
+        "dns",
+        help="run the GSLB authoritative DNS server (or explain an answer)",
+        description="Authoritative DNS for the topology's dns.domains over UDP and TCP; GSLB "
+        "names are answered by the policy chain from live zone health. "
+        "`zonegate dns explain FILE NAME --client IP` shows why a client gets its answer.",
+    )
+    dns.add_argument("file", help="topology YAML file (or 'explain')")
+    dns.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    dns.add_argument(
+        "--listen", default=None, help="HOST:PORT for UDP and TCP (default: dns.listen)"
+    )
+    dns.add_argument("--admin", default=None, help="admin HOST:PORT (default: dns.admin)")
+    dns.add_argument("--client", default=None, help="explain: the client IP (or ECS subnet)")
+    dns.add_argument("--device-id", default=None, help="explain: the DeviceID")
+    dns.add_argument("--type", default="A", choices=["A", "AAAA"], help="explain: query type")
+    dns.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    hd = sub.add_parser(
+        "httpdns",
+        help="run the HTTPDNS service",
+        description="GSLB answers over HTTP with the real client IP and the DeviceID: "
+        "GET /d?host=NAME[,NAME]&device_id=ID&type=A|AAAA.",
+    )
+    hd.add_argument("file", help="topology YAML file")
+    hd.add_argument("--listen", default=None, help="HOST:PORT (default: dns.httpdns_listen)")
+    hd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
     d = sub.add_parser(
         "demo",
         help="run the example topology on loopback with demo backends and break it",
@@ -100,6 +128,33 @@ def main(argv: list[str] | None = None) -> int:
                 drain_timeout=args.drain_timeout,
             )
         )
+    if args.command == "dns":
+        from zonegate.lb.server import setup_logging
+
+        setup_logging(args.log_level)
+        if args.file == "explain":
+            if len(args.rest) != 2 or not args.client:
+                print(
+                    "usage: zonegate dns explain FILE NAME --client IP [--device-id ID] [--type A]",
+                    file=sys.stderr,
+                )
+                return 2
+            from zonegate.dns.server import run_explain
+
+            path, name = args.rest
+            return run_explain(path, name, args.client, args.device_id, args.type)
+        if args.rest:
+            print(f"zonegate dns: unexpected arguments {' '.join(args.rest)}", file=sys.stderr)
+            return 2
+        from zonegate.dns.server import run_dns
+
+        return run_dns(args.file, args.listen, args.admin)
+    if args.command == "httpdns":
+        from zonegate.httpdns.api import run_httpdns
+        from zonegate.lb.server import setup_logging
+
+        setup_logging(args.log_level)
+        return run_httpdns(args.file, args.listen)
     if args.command == "demo":
         from zonegate.lab.demo import run_demo
 
