@@ -387,12 +387,16 @@ log = logging.getLogger("zonegate.zonehealth")
 class _StatusResponse:
     """httptools callbacks collecting one response."""
 
-    __slots__ = ("body", "complete", "too_big")
+    __slots__ = ("body", "complete", "headers_done", "too_big")
 
     def __init__(self) -> None:
         self.body = bytearray()
+        self.headers_done = False
         self.complete = False
         self.too_big = False
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
         if len(self.body) + len(body) > STATUS_BODY_LIMIT:
@@ -446,13 +450,11 @@ async def probe_lb_status(
             while not resp.complete:
                 data = await reader.read(65536)
                 if not data:
-                    if resp.body and not resp.complete:
-                        parser.feed_data(b"")  # read-to-close framing ends here
-                    break
+                    break  # read-to-close framing ends here (or the peer gave up)
                 parser.feed_data(data)
                 if resp.too_big:
                     return failed(f"bad /status: larger than {STATUS_BODY_LIMIT} bytes")
-            status = parser.get_status_code() if resp.complete or resp.body else 0
+            status = parser.get_status_code() if resp.headers_done else 0
     except TimeoutError:
         return failed(f"timeout after {format_duration(timeout)}")
     except OSError as exc:
@@ -810,5 +812,5 @@ class ZoneHealthCollector:
 def metrics_text(prober: ZoneProber) -> bytes:
     """The prober's metrics in the Prometheus text format (a registry of its own)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ZoneHealthCollector(prober))  # type: ignore[arg-type]
+    registry.register(ZoneHealthCollector(prober))
     return generate_latest(registry)
