@@ -26,6 +26,7 @@ PURE_MODULES = [
     "balance/shard.py",
     "httpdns/sign.py",
     "dns/model.py",
+    "dns/policy.py",
     "health/machine.py",
     "lb/http1.py",
     "lb/router.py",

@@ -755,7 +755,7 @@ def decide(
         )
 
     if not kept:
-        zones, addresses = fallback
+        zones, fallback_addresses = fallback
         mode = entry.record.fallback
         if mode == "all":
             why = f"no candidate zone is up: fallback all, every candidate's {family} VIPs"
@@ -765,11 +765,12 @@ def decide(
             why = "no candidate zone is up: fallback none, empty answer"
         steps.append(Step("fallback", zones, why))
         ttl = entry.changing_ttl
-        steps.append(Step("answer", zones, _answer_why(addresses, ttl, scope, changing, True)))
+        why = _answer_why(fallback_addresses, ttl, scope, changing, True)
+        steps.append(Step("answer", zones, why))
         return Decision(
             name=entry.name,
             qtype=qtype,
-            addresses=addresses,
+            addresses=fallback_addresses,
             ttl=ttl,
             zones=zones,
             scope_prefix=scope,

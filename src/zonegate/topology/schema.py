@@ -276,8 +276,10 @@ class GslbRecord(Model):
     """A name whose answer is decided per query by the GSLB policy chain.
 
     The chain: health (drop zones that cannot take users) -> `preferred` methods; if they
-    leave no zone, `alternate`; if that leaves none, `fallback`. Each is a list of
-    methods applied in order, each keeping or ordering the candidates it receives.
+    leave no zone, `alternate` (on the zones health kept); if that leaves none too, every
+    zone health kept. `fallback` applies only when health keeps no zone. Each is a list
+    of methods applied in order, each keeping or ordering the candidates it receives
+    (dns.policy; docs/dns.md "GSLB policy").
     """
 
     zones: list[Name] = []
@@ -292,12 +294,14 @@ class GslbRecord(Model):
     """Addresses per answer (from the chosen zones, in order)."""
     ttl: Duration = 30.0
     changing_ttl: Duration = 5.0
-    """TTL while a candidate zone's health is changing, so resolvers come back sooner."""
+    """TTL while a candidate zone's health is changing, and of fallback answers, so
+    resolvers come back sooner (never longer than `ttl`)."""
     ecs_scope: Annotated[int, Field(ge=0, le=32)] = 24
     """EDNS Client Subnet scope prefix returned for IPv4 clients (RFC 7871 §7.2)."""
     ecs_scope_v6: Annotated[int, Field(ge=0, le=128)] = 56
     cname: DnsName | None = None
-    """Answer a CNAME to this next-level GSLB name instead of addresses."""
+    """Answer a CNAME to this next-level GSLB name instead of addresses. Relative to
+    the domain unless it ends with '.' or already ends with the domain."""
     admin_order: list[Name] = []
     """Zone order for the `admin` method."""
     capacity_threshold: Share = 0.9
@@ -346,7 +350,8 @@ class Dns(Model):
     domains: dict[DnsName, DnsDomain] = {}
     regions: dict[Name, Region] = {}
     default_region: Name | None = None
-    """Region of clients that match no prefix. Default: none (topology keeps all zones)."""
+    """Region of clients that match no prefix (nor a country). Default: none: the
+    topology method fails for them, and the chain goes on with `alternate`."""
     geoip_db: str | None = None
     """Path to a MaxMind GeoLite2/GeoIP2 Country database (optional)."""
     trusted_proxies: list[Annotated[str, Field(pattern=r"^[0-9A-Fa-f:.]+/\d{1,3}$")]] = []

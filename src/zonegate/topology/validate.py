@@ -3,7 +3,8 @@
 The schema pass (`topology.schema`) checks each value on its own; this pass checks
 what only the whole file can tell: names resolve (a pool's zone, a route's pool, a
 backup pool), backup pools form no forbidden cycle, backends and listener binds are
-unique, tcp listeners have one plain route, and split ranges tile `[0, sharding)`.
+unique, tcp listeners have one plain route, split ranges tile `[0, sharding)`, and
+the `dns` section holds together (see "DNS names" below and `validate`).
 
 Pure: no file I/O, no logging. Each problem is `(path, message)`, where `path` is the
 key path into the topology (`("pools", "web-cp", "zone")`); the loader turns it into
@@ -18,6 +19,13 @@ harmless to the data plane, but most cycles are mistakes. The rule:
   is the standard active-active pattern, each zone the other's backup;
 - any other cycle (three pools or more, or two pools in the same zone) is an error
   that names the cycle: "backup cycle: a -> b -> c -> a".
+
+DNS names. A name written in `dns.domains.D` (a record or GSLB name, a CNAME, NS, MX
+or SOA target) is read by `qualify`: '@' is the domain itself, a name ending with '.'
+is absolute, a name that already ends with the domain is taken as written (so
+'www.example.test' in example.test is not www.example.test.example.test), and any
+other name is relative to the domain. A CNAME to another domain must therefore end
+with '.', as in a zone file.
 """
 
 from __future__ import annotations
@@ -27,7 +35,15 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from zonegate.topology.schema import Listener, Pool, SplitMap, Topology
+from zonegate.topology.schema import (
+    DnsDomain,
+    GslbRecord,
+    Listener,
+    Pool,
+    SplitMap,
+    StaticRecord,
+    Topology,
+)
 from zonegate.topology.types import HostPort, format_duration
 
 PathPart = str | int
@@ -49,6 +65,60 @@ def is_dns_name(name: str) -> bool:
         return False
     labels = text.split(".")
     return all(_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+
+
+_OWNER_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def qualify(name: str, origin: str) -> str:
+    """The fully qualified form of a name written in domain `origin`.
+
+    '@' is the origin; a name ending with '.' is absolute; a name equal to the origin
+    or ending with '.' + origin is taken as written; any other name is relative to
+    the origin. The result is lower case, without the trailing dot.
+
+    Args:
+        name: The name as written in the topology file.
+        origin: The domain it is written in ('.' or '' for the root).
+
+    Returns:
+        e.g. `qualify("www", "example.test") == "www.example.test"`,
+        `qualify("@", "example.test.") == "example.test"`,
+        `qualify("api.other.test.", "example.test") == "api.other.test"`.
+    """
+    o = origin.lower().rstrip(".")
+    n = name.lower()
+    if n == "@":
+        return o
+    if n.endswith("."):
+        return n[:-1]
+    if not o or n == o or n.endswith("." + o):
+        return n
+    return f"{n}.{o}"
+
+
+def _is_owner_name(name: str) -> bool:
+    """A record owner name: like a host name, but labels may hold '_' (_dmarc,
+    _acme-challenge) and the first label may be '*' (a wildcard)."""
+    text = name[:-1] if name.endswith(".") else name
+    if not text or len(text) > 253:
+        return False
+    labels = text.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+        if not labels:
+            return True
+    return all(_OWNER_LABEL.fullmatch(label) for label in labels)
+
+
+def _is_relative_host(name: str) -> bool:
+    """Labels of a host name, with no rule on the last one (a relative 'v1' or '1')."""
+    text = name[:-1] if name.endswith(".") else name
+    return bool(text) and all(_LABEL.fullmatch(label) for label in text.split("."))
+
+
+def _inside(name: str, domain: str) -> bool:
+    return name == domain or name.endswith("." + domain)
 
 
 def _is_route_host(host: str) -> bool:
@@ -168,6 +238,8 @@ class _Checker:
         self.binds()
         for domain, split in self.topo.split.items():
             self.split(domain, split)
+        self.vips()
+        _DnsChecker(self).run()
         return self.problems
 
     def pool(self, name: str, pool: Pool) -> None:
@@ -313,6 +385,360 @@ class _Checker:
             else:
                 self.add((*here, "zones", p.zone, p.field), p.msg)
 
+    def vips(self) -> None:
+        for zone_name, zone in self.topo.zones.items():
+            seen: dict[str, int] = {}
+            for i, text in enumerate(zone.vips):
+                at: Path = ("zones", zone_name, "vips", i)
+                try:
+                    ip = ipaddress.ip_address(text)
+                except ValueError:
+                    self.add(at, f"invalid address '{text}': expected an IPv4 or IPv6 address")
+                    continue
+                first = seen.setdefault(str(ip), i)
+                if first != i:
+                    self.add(at, f"duplicate vip {ip} (also vips[{first}])")
+
+
+# --- dns ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Owner:
+    """What one fully qualified name holds, across every domain."""
+
+    path: Path
+    """Where it is first defined."""
+    types: set[str]
+    gslb: bool
+
+
+class _DnsChecker:
+    """The `dns` section: names, references, prefixes, glue, CNAME rules."""
+
+    def __init__(self, checker: _Checker) -> None:
+        self.c = checker
+        self.dns = checker.topo.dns
+        self.zones = checker.topo.zones
+        self.origins: dict[str, str] = {}
+        """Domain key -> its name qualified (valid domains only)."""
+        self.owners: dict[str, _Owner] = {}
+        self.cnames: dict[str, tuple[str, Path]] = {}
+        """Owner -> (target, path of the target)."""
+
+    def add(self, path: Path, msg: str) -> None:
+        self.c.add(path, msg)
+
+    def run(self) -> None:
+        self.regions()
+        self.networks(("dns", "trusted_proxies"), self.dns.trusted_proxies)
+        seen: dict[str, str] = {}
+        for key in self.dns.domains:
+            here: Path = ("dns", "domains", key)
+            if not is_dns_name(key):
+                self.add(here, f"invalid domain '{key}': expected a DNS name")
+                continue
+            origin = qualify(key, ".")
+            if origin in seen:
+                self.add(here, f"domain {origin} is defined twice (also '{seen[origin]}')")
+                continue
+            seen[origin] = key
+            self.origins[key] = origin
+        for key, origin in self.origins.items():
+            self.records(key, origin, self.dns.domains[key])
+        for key, origin in self.origins.items():
+            self.gslb(key, origin, self.dns.domains[key])
+        for key, origin in self.origins.items():
+            self.domain_names(key, origin, self.dns.domains[key])
+        self.cname_cycles()
+
+    # regions
+
+    def regions(self) -> None:
+        dns = self.dns
+        prefixes: dict[str, str] = {}
+        countries: dict[str, str] = {}
+        for name, region in dns.regions.items():
+            here: Path = ("dns", "regions", name)
+            for i, net in self.networks((*here, "prefixes"), region.prefixes):
+                first = prefixes.setdefault(str(net), name)
+                if first != name:
+                    self.add((*here, "prefixes", i), f"prefix {net} is also in region '{first}'")
+            for i, country in enumerate(region.countries):
+                first = countries.setdefault(country, name)
+                if first != name:
+                    self.add(
+                        (*here, "countries", i), f"country {country} is also in region '{first}'"
+                    )
+            for i, zone in enumerate(region.zones):
+                self.c.zone_ref((*here, "zones", i), zone)
+        known = {*dns.regions, *(z.region for z in self.zones.values() if z.region is not None)}
+        if dns.default_region is not None and dns.default_region not in known:
+            self.add(
+                ("dns", "default_region"),
+                _unknown("region", dns.default_region, "dns.regions and zone regions", known),
+            )
+
+    def networks(
+        self, here: Path, texts: list[str]
+    ) -> list[tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+        out: list[tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+        seen: dict[str, int] = {}
+        for i, text in enumerate(texts):
+            try:
+                net = ipaddress.ip_network(text)
+            except ValueError:
+                try:
+                    loose = ipaddress.ip_network(text, strict=False)
+                except ValueError:
+                    self.add(
+                        (*here, i),
+                        f"invalid prefix '{text}': expected a network such as 10.1.0.0/16 "
+                        "or 2001:db8::/32",
+                    )
+                else:
+                    self.add(
+                        (*here, i),
+                        f"invalid prefix '{text}': host bits set (the network is {loose})",
+                    )
+                continue
+            first = seen.setdefault(str(net), i)
+            if first != i:
+                self.add((*here, i), f"duplicate prefix {net} (also [{first}])")
+                continue
+            out.append((i, net))
+        return out
+
+    # names
+
+    def place(self, fqdn: str, origin: str, here: Path, what: str) -> bool:
+        """Check a qualified owner name belongs to `origin`; report and return False if not."""
+        if len(fqdn) > 253:
+            self.add(here, f"{what} '{fqdn}' is longer than 253 characters")
+            return False
+        if not _inside(fqdn, origin):
+            self.add(here, f"{what} '{fqdn}' is not inside domain {origin}")
+            return False
+        closest = max(
+            (o for o in self.origins.values() if _inside(fqdn, o)), key=len, default=origin
+        )
+        if closest != origin:
+            self.add(
+                here,
+                f"{what} '{fqdn}' is inside domain {closest}, which is configured "
+                "separately: define it there",
+            )
+            return False
+        return True
+
+    def target(self, here: Path, text: str, origin: str, what: str) -> str | None:
+        if text != "@" and not _is_relative_host(text):
+            self.add(here, f"invalid {what} '{text}': expected a DNS name")
+            return None
+        fqdn = qualify(text, origin)
+        if not is_dns_name(fqdn):
+            self.add(here, f"invalid {what} '{text}': '{fqdn}' is not a DNS name")
+            return None
+        return fqdn
+
+    def records(self, key: str, origin: str, domain: DnsDomain) -> None:
+        for name, rrs in domain.records.items():
+            here: Path = ("dns", "domains", key, "records", name)
+            if name != "@" and not _is_owner_name(name):
+                self.add(
+                    here,
+                    f"invalid record name '{name}': expected a DNS name, '@' for the domain "
+                    "or a name ending with '.' for an absolute one",
+                )
+                continue
+            fqdn = qualify(name, origin)
+            if not self.place(fqdn, origin, here, "record name"):
+                continue
+            owner = self.owners.get(fqdn)
+            if owner is not None:
+                self.add(here, f"name '{fqdn}' is defined twice (also {_render(owner.path)})")
+                continue
+            types: set[str] = {rr.type for rr in rrs}
+            self.owners[fqdn] = _Owner(here, types, gslb=False)
+            cnames = [i for i, rr in enumerate(rrs) if rr.type == "CNAME"]
+            if len(cnames) > 1:
+                self.add(here, f"'{fqdn}' has {len(cnames)} CNAME records: at most one")
+            if cnames and len(rrs) > len(cnames):
+                self.add(
+                    here,
+                    f"'{fqdn}' has a CNAME and other records: a CNAME must be alone "
+                    "(RFC 1034 §3.6.2)",
+                )
+            if cnames and fqdn == origin:
+                self.add(here, f"the domain apex {origin} cannot be a CNAME (it holds SOA and NS)")
+            for i, rr in enumerate(rrs):
+                self.record_value((*here, i, "value"), rr, origin, fqdn)
+
+    def record_value(self, here: Path, rr: StaticRecord, origin: str, owner: str) -> None:
+        value = rr.value
+        if rr.type in ("A", "AAAA"):
+            version = 4 if rr.type == "A" else 6
+            try:
+                ip = ipaddress.ip_address(value)
+            except ValueError:
+                ip = None
+            if ip is None or ip.version != version:
+                self.add(
+                    here, f"invalid {rr.type} value '{value}': expected an IPv{version} address"
+                )
+        elif rr.type in ("CNAME", "NS"):
+            fqdn = self.target(here, value, origin, f"{rr.type} target")
+            if fqdn is not None and rr.type == "CNAME":
+                self.cnames[owner] = (fqdn, here)
+        elif rr.type == "MX":
+            parts = value.split()
+            ok = len(parts) == 2 and parts[0].isdigit() and int(parts[0]) <= 65535
+            if not ok:
+                self.add(
+                    here,
+                    f"invalid MX value '{value}': expected 'PREFERENCE NAME' such as "
+                    "'10 mail.example.test.' (preference 0-65535)",
+                )
+            else:
+                self.target(here, parts[1], origin, "MX exchange")
+
+    def gslb(self, key: str, origin: str, domain: DnsDomain) -> None:
+        with_vips = [name for name, zone in self.zones.items() if zone.vips]
+        for name, rec in domain.gslb.items():
+            here: Path = ("dns", "domains", key, "gslb", name)
+            if name != "@" and not _is_relative_host(name):
+                self.add(
+                    here,
+                    f"invalid GSLB name '{name}': expected a host name, '@' for the domain "
+                    "or a name ending with '.' for an absolute one",
+                )
+                continue
+            fqdn = qualify(name, origin)
+            if not self.place(fqdn, origin, here, "GSLB name"):
+                continue
+            owner = self.owners.get(fqdn)
+            if owner is not None and not owner.gslb:
+                self.add(
+                    here,
+                    f"'{fqdn}' is both a static record ({_render(owner.path)}) and a GSLB name",
+                )
+                continue
+            if owner is not None:
+                self.add(here, f"GSLB name '{fqdn}' is defined twice (also {_render(owner.path)})")
+                continue
+            self.owners[fqdn] = _Owner(here, {"A", "AAAA"}, gslb=True)
+            self.gslb_record(here, fqdn, origin, rec, with_vips)
+
+    def gslb_record(
+        self, here: Path, fqdn: str, origin: str, rec: GslbRecord, with_vips: list[str]
+    ) -> None:
+        if rec.cname is not None:
+            target = self.target((*here, "cname"), rec.cname, origin, "cname")
+            if target is not None:
+                self.cnames[fqdn] = (target, (*here, "cname"))
+                if fqdn == origin:
+                    self.add(
+                        (*here, "cname"),
+                        f"the domain apex {origin} cannot be a CNAME (it holds SOA and NS)",
+                    )
+        seen: dict[str, int] = {}
+        for i, zone in enumerate(rec.zones):
+            at: Path = (*here, "zones", i)
+            first = seen.setdefault(zone, i)
+            if first != i:
+                self.add(at, f"duplicate zone '{zone}' (also zones[{first}])")
+            elif zone not in self.c.zone_names:
+                self.c.zone_ref(at, zone)
+            elif zone in self.zones and not self.zones[zone].vips and rec.cname is None:
+                self.add(at, f"zone {zone} has no vips (zones.{zone}.vips)")
+        if not rec.zones and not with_vips and rec.cname is None:
+            self.add(here, "no zone has vips: a GSLB name needs candidate zones with vips")
+        for i, zone in enumerate(rec.admin_order):
+            self.c.zone_ref((*here, "admin_order", i), zone)
+        if rec.fallback == "addresses" and not rec.fallback_addresses:
+            self.add((*here, "fallback"), "fallback 'addresses' needs fallback_addresses")
+        for i, text in enumerate(rec.fallback_addresses):
+            if not _is_ip(text):
+                self.add(
+                    (*here, "fallback_addresses", i),
+                    f"invalid address '{text}': expected an IPv4 or IPv6 address",
+                )
+        candidates = rec.zones or with_vips
+        vips = {
+            str(ipaddress.ip_address(v))
+            for z in candidates
+            if z in self.zones
+            for v in self.zones[z].vips
+            if _is_ip(v)
+        }
+        for text in rec.ip_weights:
+            at = (*here, "ip_weights", text)
+            if not _is_ip(text):
+                self.add(at, f"invalid address '{text}': expected an IPv4 or IPv6 address")
+            elif str(ipaddress.ip_address(text)) not in vips:
+                self.add(at, f"address {text} is not a vip of this name's zones")
+
+    def domain_names(self, key: str, origin: str, domain: DnsDomain) -> None:
+        here: Path = ("dns", "domains", key)
+        for i, ns in enumerate(domain.ns):
+            fqdn = self.target((*here, "ns", i), ns, origin, "name server")
+            if fqdn is None:
+                continue
+            holder = max(
+                (o for o in self.origins.values() if _inside(fqdn, o)), key=len, default=None
+            )
+            if holder is None:
+                continue
+            owner = self.owners.get(fqdn)
+            if owner is None or not owner.types & {"A", "AAAA"}:
+                self.add(
+                    (*here, "ns", i),
+                    f"name server {fqdn} is inside {holder} but has no A or AAAA record "
+                    f"(glue): add records.{_relative(fqdn, holder)} of type A",
+                )
+        if domain.soa.mname is not None:
+            self.target((*here, "soa", "mname"), domain.soa.mname, origin, "mname")
+        self.target((*here, "soa", "rname"), domain.soa.rname, origin, "rname")
+
+    def cname_cycles(self) -> None:
+        done: set[str] = set()
+        for start in self.cnames:
+            trail: list[str] = []
+            node: str | None = start
+            while node is not None and node in self.cnames and node not in done:
+                if node in trail:
+                    ring = trail[trail.index(node) :]
+                    text = " -> ".join([*ring, ring[0]])
+                    self.add(self.cnames[ring[0]][1], f"CNAME loop: {text}")
+                    break
+                trail.append(node)
+                node = self.cnames[node][0]
+            done.update(trail)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _relative(fqdn: str, origin: str) -> str:
+    return "@" if fqdn == origin else fqdn[: -len(origin) - 1]
+
+
+def _render(path: Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += f".{part}" if out else part
+        else:
+            out += f'["{part}"]'
+    return out
+
 
 def _wildcard_overlap(a: HostPort, b: HostPort) -> bool:
     """Whether one of two distinct binds on the same port is the other's wildcard."""
@@ -342,6 +768,17 @@ def validate(
     split maps name defined zones, use DNS names, and their ranges tile
     `[0, sharding)` (see `split_ranges_problems`).
 
+    The `dns` section and zone VIPs: VIPs are IP addresses, unique within a zone;
+    region prefixes and trusted_proxies are networks without host bits, no prefix or
+    country in two regions; region zones, GSLB zones and admin_order name defined
+    zones; default_region is a region (of dns.regions or a zone's `region`); domain,
+    record, GSLB, CNAME/NS/MX/SOA names are DNS names, and record and GSLB names lie
+    inside their domain (not in a more specific configured domain); a name is not
+    defined twice, is not both static and GSLB, and a CNAME stands alone, not at the
+    apex, in no loop; A/AAAA/MX values parse; fallback 'addresses' has
+    fallback_addresses; GSLB candidate zones have vips; ip_weights name candidate
+    VIPs; a name server inside a configured domain has an A or AAAA record (glue).
+
     Routing a listener to a pool of another zone is allowed and not reported.
 
     Args:
@@ -357,4 +794,4 @@ def validate(
     return _Checker(topo, also_defined or {}).run()
 
 
-__all__ = ["Path", "Problem", "is_dns_name", "split_ranges_problems", "validate"]
+__all__ = ["Path", "Problem", "is_dns_name", "qualify", "split_ranges_problems", "validate"]
