@@ -15,6 +15,19 @@ fi
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "bootstrap: zonegate needs Python >= 3.11 (found $(python3 --version))" >&2; exit 1; }
 
+# Real peers the tests talk to: dig (dnsutils) and unbound as a LocalDNS.
+missing=""
+command -v dig >/dev/null 2>&1 || missing="$missing dnsutils"
+command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || missing="$missing unbound"
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing$missing with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    # The tests start unbound themselves; the distro service must not hold port 53.
+    if [ -x /usr/sbin/unbound ]; then
+        (systemctl disable --now unbound 2>/dev/null || service unbound stop 2>/dev/null) || true
+    fi
+fi
+
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then exit 0; fi
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV" 2>/dev/null || {
