@@ -27,6 +27,8 @@ PURE_MODULES = [
     "httpdns/sign.py",
     "dns/model.py",
     "dns/policy.py",
+    "dns/codec.py",
+    "dns/zonedata.py",
     "health/machine.py",
     "lb/http1.py",
     "lb/router.py",
