@@ -51,6 +51,12 @@ def run_check(path: str, *, out: TextIO | None = None, err: TextIO | None = None
     err = sys.stderr if err is None else err
     try:
         topo = load_topology(path)
+        if topo.dns.domains:
+            # What `zonegate dns` builds at start (answers too large for one message,
+            # data below a delegation): the same refusal, found before deployment.
+            from zonegate.dns.zonedata import compile_zones
+
+            compile_zones(topo, source=path)
     except ConfigErrors as e:
         for problem in e.problems:
             print(problem, file=err)
