@@ -207,7 +207,21 @@ def check_request(
     )
 
 
+_HOSTS: dict[bytes, str] = {}
+"""Host field -> normalized host: a handful of distinct values serve most requests."""
+
+
 def _host_without_port(host: bytes) -> str:
+    name = _HOSTS.get(host)
+    if name is None:
+        name = _normalize_host(host)
+        if len(_HOSTS) >= 4096:  # clients choose Host: keep the memo bounded
+            _HOSTS.clear()
+        _HOSTS[host] = name
+    return name
+
+
+def _normalize_host(host: bytes) -> str:
     text = host.decode("latin-1").strip().lower()
     if text.startswith("["):
         end = text.find("]")
