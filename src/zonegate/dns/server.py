@@ -69,6 +69,7 @@ import httptools
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from zonegate import adminhttp
 from zonegate.dns.codec import (
     AXFR,
     BADVERS,
@@ -132,7 +133,6 @@ TICK = 0.05
 """Seconds between updates of the coarse clock and the zone states the hot path reads."""
 UDP_RCVBUF = 4 << 20
 """Receive buffer asked for the UDP socket: absorbs bursts while a slow path runs."""
-MAX_ADMIN_REQUEST = 64 * 1024
 
 _QUESTION_ONLY = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 """QDCOUNT 1, ANCOUNT, NSCOUNT and ARCOUNT 0 (RFC 1035 §4.1.1)."""
@@ -966,58 +966,6 @@ class DnsServer:
             return (200 if ok else 422), "text/plain", (msg + "\n").encode()
         return 404, "text/plain", b"not found: try /status, /metrics, /explain?name=, /healthz\n"
 
-    async def serve_admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            req = _AdminRequest()
-            parser = httptools.HttpRequestParser(req)
-            size = 0
-            while not req.done:
-                data = await asyncio.wait_for(reader.read(65536), 10.0)
-                if not data:
-                    return
-                size += len(data)
-                if size > MAX_ADMIN_REQUEST:
-                    raise ValueError("request too large")
-                parser.feed_data(data)
-            status, ctype, body = await self.handle_admin(parser.get_method().decode(), req.url)
-        except (httptools.HttpParserError, ValueError, TimeoutError) as e:
-            status, ctype, body = 400, "text/plain", f"bad request: {e}\n".encode()
-        except ConnectionError:
-            writer.close()
-            return
-        try:
-            reason = _REASONS.get(status, "OK")
-            head = (
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    422: "Unprocessable Content",
-}
-
-
-class _AdminRequest:
-    def __init__(self) -> None:
-        self.url = b""
-        self.done = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
 
 # --- process ------------------------------------------------------------------------
 
@@ -1144,8 +1092,8 @@ async def _serve(
     admin_server = None
     if admin_at is not None:
         try:
-            admin_server = await asyncio.start_server(
-                server.serve_admin, admin_at[0], admin_at[1], reuse_address=True
+            admin_server = await adminhttp.start_server(
+                server.handle_admin, admin_at[0], admin_at[1]
             )
         except OSError as e:
             print(f"zonegate dns: cannot listen on {_fmt(*admin_at)}: {e}", file=sys.stderr)

@@ -16,12 +16,11 @@ import httptools
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from zonegate import adminhttp
 from zonegate.lb.hub import HealthHub
 from zonegate.lb.stats import ERROR_KINDS, LATENCY_BUCKETS, STATUS_CLASSES
 
 log = logging.getLogger("zonegate.admin")
-
-MAX_ADMIN_REQUEST = 64 * 1024
 
 
 class AdminApp:
@@ -72,61 +71,8 @@ class AdminApp:
             return 200, "application/json", body
         return 404, "text/plain", b"not found: try /status, /metrics, /healthz\n"
 
-    async def serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            req = _AdminRequest()
-            parser = httptools.HttpRequestParser(req)
-            size = 0
-            while not req.done:
-                data = await asyncio.wait_for(reader.read(65536), 10.0)
-                if not data:
-                    return
-                size += len(data)
-                if size > MAX_ADMIN_REQUEST:
-                    raise ValueError("request too large")
-                parser.feed_data(data)
-            method = parser.get_method().decode()
-            path = httptools.parse_url(req.url).path.decode()
-            status, ctype, body = await self.handle(method, path)
-        except (httptools.HttpParserError, ValueError, TimeoutError) as e:
-            status, ctype, body = 400, "text/plain", f"bad request: {e}\n".encode()
-        except ConnectionError:
-            return
-        try:
-            head = (
-                f"HTTP/1.1 {status} {_REASON.get(status, 'OK')}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode()
-            writer.write(head + body)
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-
-_REASON = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    422: "Unprocessable Content",
-    503: "Service Unavailable",
-}
-
-
-class _AdminRequest:
-    def __init__(self) -> None:
-        self.url = b""
-        self.done = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_message_complete(self) -> None:
-        self.done = True
+    async def handle_raw(self, method: str, target: bytes) -> tuple[int, str, bytes]:
+        return await self.handle(method, httptools.parse_url(target).path.decode())
 
 
 class _Collector:
@@ -231,6 +177,6 @@ class _Collector:
 
 
 async def start_admin(app: AdminApp, host: str, port: int) -> asyncio.Server:
-    server = await asyncio.start_server(app.serve_connection, host, port, reuse_address=True)
+    server = await adminhttp.start_server(app.handle_raw, host, port)
     log.info("admin endpoint on %s:%d", host, port)
     return server
