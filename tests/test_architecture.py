@@ -29,6 +29,8 @@ PURE_MODULES = [
     "dns/policy.py",
     "dns/codec.py",
     "dns/zonedata.py",
+    "control/model.py",
+    "control/service.py",
     "health/machine.py",
     "lb/http1.py",
     "lb/router.py",

@@ -8,9 +8,12 @@ ZonegateError
 │   ├── LocalProtocolError   we misused a protocol object (a bug or API misuse)
 │   └── RemoteProtocolError  the peer sent something we refuse
 │       └── HttpParseError   a malformed or dangerous HTTP message
-└── TransportError           raised only by shells
-    ├── TimeoutException → ConnectTimeout / ReadTimeout
-    └── NetworkError → ConnectError / ReadError
+├── TransportError           raised only by shells
+│   ├── TimeoutException → ConnectTimeout / ReadTimeout
+│   └── NetworkError → ConnectError / ReadError
+└── StoreError               the control plane's store failed
+    ├── VersionConflict      an append raced another writer (stale expected version)
+    └── StoreUnavailable     the store cannot be reached
 ```
 
 Expected bad outcomes (no healthy backend, a dropped packet) are return values, not
@@ -135,3 +138,27 @@ def bug(message: str, exc: BaseException | None = None) -> None:
     if "PYTEST_CURRENT_TEST" in os.environ and os.environ.get("ZONEGATE_BUG_RAISE", "1") == "1":
         raise AssertionError(message) from exc
     log.error("internal error: %s", message, exc_info=exc)
+
+
+class StoreError(ZonegateError):
+    """The control plane's store failed."""
+
+
+class VersionConflict(StoreError):
+    """Another writer stored a newer version first; re-read the latest and retry.
+
+    `expected` is the version the writer built on, `latest` the one actually stored
+    (None when the store is empty).
+    """
+
+    def __init__(self, expected: int, latest: int | None) -> None:
+        super().__init__(
+            f"version conflict: the change was made from version {expected}, "
+            f"but the latest version is {latest if latest is not None else 'none'}"
+        )
+        self.expected = expected
+        self.latest = latest
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be read or written (closed, locked too long, I/O error)."""

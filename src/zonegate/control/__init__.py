@@ -1,0 +1,1 @@
+"""zonegate control: the traffic-split platform (desired state, changes, history, stores)."""
