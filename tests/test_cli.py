@@ -21,7 +21,7 @@ def zg(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("sub", ["check", "lb", "dns", "httpdns", "demo"])
+@pytest.mark.parametrize("sub", ["check", "lb", "dns", "httpdns", "control", "ctl", "demo"])
 def test_every_subcommand_has_help(sub):
     r = zg(sub, "--help")
     assert r.returncode == 0

@@ -92,6 +92,33 @@ def build_parser() -> argparse.ArgumentParser:
     hd.add_argument("--listen", default=None, help="HOST:PORT (default: dns.httpdns_listen)")
     hd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
+    ctrl = sub.add_parser(
+        "control",
+        help="run the traffic-split control plane (REST API, versioned, audited)",
+        description="Holds the desired state (split maps, zone and backend admin states) "
+        "with a version, an append-only audit history and rollback. API reference: "
+        "docs/control.md.",
+    )
+    ctrl.add_argument("file", help="topology YAML file")
+    ctrl.add_argument(
+        "--store", default=None, help="sqlite:///PATH or memory:// (default: DATA_DIR/control.db)"
+    )
+    ctrl.add_argument(
+        "--listen", default="127.0.0.1:9900", help="HOST:PORT (default 127.0.0.1:9900)"
+    )
+    ctrl.add_argument(
+        "--data-dir", default=".", help="where the default SQLite store lives (default .)"
+    )
+    ctrl.add_argument("--tokens", default=None, help="token file: {tokens: [{name, role, sha256}]}")
+    ctrl.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    ctl = sub.add_parser(
+        "ctl",
+        help="drive the control plane: state, history, cutover, restore, split, drain, rollback",
+        add_help=False,
+    )
+    ctl.add_argument("args", nargs=argparse.REMAINDER)
+
     d = sub.add_parser(
         "demo",
         help="run the example topology on loopback with demo backends and break it",
@@ -107,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:
+        # ctl has its own parser (zonegate.control.ctl); hand it everything, --help too.
+        from zonegate.control.ctl import run_ctl
+
+        return run_ctl(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "check":
         from zonegate.topology.check import run_check
@@ -155,6 +188,22 @@ def main(argv: list[str] | None = None) -> int:
 
         setup_logging(args.log_level)
         return run_httpdns(args.file, args.listen)
+    if args.command == "control":
+        from zonegate.control.server import run_control
+        from zonegate.lb.server import setup_logging
+
+        setup_logging(args.log_level)
+        return run_control(
+            args.file,
+            store_url=args.store,
+            listen=args.listen,
+            data_dir=args.data_dir,
+            token_file=args.tokens,
+        )
+    if args.command == "ctl":
+        from zonegate.control.ctl import run_ctl
+
+        return run_ctl(args.args)
     if args.command == "demo":
         from zonegate.lab.demo import run_demo
 

@@ -1,0 +1,179 @@
+"""The real `zonegate control` process: SQLite store, ctl in process, kill -9, restart."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.control.topo import API, TOPO_DATA
+from tests.peers.processes import start_process
+from zonegate.control.api import hash_token
+from zonegate.control.ctl import run_ctl
+
+pytestmark = pytest.mark.timeout(60)
+
+READY = r"zonegate control ready: (?P<url>http://\S+) version (?P<version>\d+)"
+
+
+def _ctl(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = run_ctl(list(argv), out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_cutover_survives_kill_9(tmp_path: Path) -> None:
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(json.dumps(TOPO_DATA))  # JSON is YAML
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        "tokens:\n"
+        f"  - {{name: ops, role: operator, sha256: {hash_token('op-secret')}}}\n"
+        f"  - {{name: viewer, role: read, sha256: {hash_token('r-secret')}}}\n"
+    )
+    db = tmp_path / "data" / "control.db"
+    argv = [
+        sys.executable, "-m", "zonegate.control.server", str(topo),
+        "--store", f"sqlite://{db}", "--listen", "127.0.0.1:0", "--tokens", str(tokens),
+    ]  # fmt: skip
+    env = {"ZONEGATE_BUG_RAISE": "0"}
+    proc = start_process(argv, READY, timeout=20, env=env)
+    try:
+        assert proc.match is not None
+        assert proc.match["version"] == "1"
+        url = proc.match["url"]
+        # the first URL is dead: ctl moves on to the next one
+        ctl = ["--control", "http://127.0.0.1:1", "--control", url, "--token", "op-secret"]
+
+        status, out, _ = _ctl(*ctl, "cutover", API, "--to", "yanqing", "--dry-run")
+        assert status == 0
+        assert "nothing written" in out
+        assert "100.0%" in out
+
+        status, _, err = _ctl(*ctl, "cutover", API, "--to", "yanqing")
+        assert status == 1  # no reason
+        assert "422" in err
+
+        status, _, err = _ctl(
+            "--control", url, "--token", "r-secret", "cutover", API, "--to", "yanqing",
+            "--reason", "drill",
+        )  # fmt: skip
+        assert status == 1
+        assert "403" in err
+
+        status, out, err = _ctl(*ctl, "cutover", API, "--to", "yanqing", "--reason", "drill")
+        assert status == 0, err
+        assert out.startswith("version 2")
+
+        state = httpx.get(f"{url}/v1/state", headers={"Authorization": "Bearer r-secret"})
+        assert state.status_code == 200
+        assert state.json()["version"] == 2
+        assert state.json()["split"][API]["zones"]["yanqing"] == {
+            "lower": 0,
+            "upper": 100,
+            "domain": "api-yq.example.test",
+        }
+
+        status, out, _ = _ctl(*ctl, "history")
+        assert status == 0
+        assert "ops  cutover  (drill)" in out
+
+        proc.kill()  # SIGKILL: no graceful shutdown
+        proc.restart(timeout=20)
+        assert proc.match is not None
+        assert proc.match["version"] == "2"
+        url = proc.match["url"]
+        status, out, _ = _ctl("--control", url, "--token", "r-secret", "state")
+        assert status == 0
+        assert out.startswith("version 2")
+        assert "(cut over)" in out
+
+        status, out, _ = _ctl("--control", url, "--token", "op-secret", "restore", API,
+                              "--reason", "drill over")  # fmt: skip
+        assert status == 0
+        assert out.startswith("version 3")
+    finally:
+        status = proc.stop()
+    assert status == 0, proc.describe()
+
+
+def test_ctl_commands_against_a_memory_store(tmp_path: Path) -> None:
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(json.dumps(TOPO_DATA))
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps({"tokens": [{"name": "ops", "role": "operator", "sha256": hash_token("t")}]})
+    )
+    argv = [
+        sys.executable, "-m", "zonegate.control.server", str(topo),
+        "--store", "memory://", "--listen", "127.0.0.1:0", "--tokens", str(tokens),
+    ]  # fmt: skip
+    proc = start_process(argv, READY, timeout=20, env={"ZONEGATE_BUG_RAISE": "0"})
+    try:
+        assert proc.match is not None
+        ctl = ["--control", proc.match["url"], "--token", "t", "--reason", "r"]
+        new_split = tmp_path / "split.yaml"
+        new_split.write_text(
+            "sharding: 100\nzones:\n"
+            "  changping: {lower: 0, upper: 20, domain: api-cp.example.test}\n"
+            "  yanqing: {lower: 20, upper: 100, domain: api-yq.example.test}\n"
+        )
+        status, out, err = _ctl("split", API, "--file", str(new_split), *ctl)
+        assert (status, out.splitlines()[0]) == (0, "version 2"), err
+        status, out, err = _ctl("zone", "shanghai", "drain", *ctl)
+        assert "zone shanghai: enabled -> drain" in out
+        status, out, err = _ctl("backend", "web-cp", "cp-1", "disable", *ctl)
+        assert "backend web-cp/cp-1: enabled -> disabled" in out
+        status, out, err = _ctl("rollback", "1", "--dry-run", *ctl)
+        assert status == 0
+        assert "20.0%" in out
+        assert "50.0%" in out
+        status, out, err = _ctl("rollback", "1", *ctl)
+        assert out.startswith("version 5")
+        status, out, err = _ctl("state", "--version", "2", "--json", *ctl[:4])
+        assert json.loads(out)["split"][API]["zones"]["changping"]["upper"] == 20
+        status, out, err = _ctl("zone", "mars", "drain", *ctl)
+        assert status == 1
+        assert err.startswith("zonegate ctl: 404 ")
+        status, out, err = _ctl("split", API, "--file", str(tmp_path / "missing.yaml"), *ctl)
+        assert status == 2
+        assert _ctl("bogus")[0] == 2
+    finally:
+        assert proc.stop() == 0, proc.describe()
+
+
+@pytest.mark.parametrize(
+    ("store", "status", "message"),
+    [
+        ("etcd://127.0.0.1:2379", 2, "not implemented yet"),
+        ("ftp://x", 2, "unknown scheme"),
+        ("sqlite://", 2, "no file path"),
+    ],
+)
+def test_bad_store_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store: str, status: int, message: str
+) -> None:
+    from zonegate.control.server import run_control
+
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(json.dumps(TOPO_DATA))
+    assert run_control(str(topo), store_url=store, listen="127.0.0.1:0") == status
+    assert message in capsys.readouterr().err
+
+
+def test_bad_topology_and_token_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zonegate.control.server import run_control
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("zones: 3\n")
+    assert run_control(str(bad), store_url="memory://") == 1
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(json.dumps(TOPO_DATA))
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("tokens: [{name: a, role: root, sha256: x}]\n")
+    assert run_control(str(topo), store_url="memory://", token_file=str(tokens)) == 1
+    assert "--tokens" in capsys.readouterr().err
