@@ -15,17 +15,20 @@ fi
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "bootstrap: zonegate needs Python >= 3.11 (found $(python3 --version))" >&2; exit 1; }
 
-# Real peers the tests talk to: dig (dnsutils) and unbound as a LocalDNS.
+# Real peers the tests talk to: dig (dnsutils), unbound as a LocalDNS, an etcd cluster,
+# and a browser for the dashboard.
 missing=""
 command -v dig >/dev/null 2>&1 || missing="$missing dnsutils"
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || missing="$missing unbound"
+[ -x /usr/bin/etcd ] || missing="$missing etcd-server"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
 if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing$missing with apt-get"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
-    # The tests start unbound themselves; the distro service must not hold port 53.
-    if [ -x /usr/sbin/unbound ]; then
-        (systemctl disable --now unbound 2>/dev/null || service unbound stop 2>/dev/null) || true
-    fi
+    # The tests start unbound and etcd themselves; the distro services must not run.
+    for svc in unbound etcd; do
+        (systemctl disable --now "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null) || true
+    done
 fi
 
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then exit 0; fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from zonegate import __version__
@@ -61,6 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration,
         default=30.0,
         help="longest wait for in-flight requests at stop (default 30s)",
+    )
+    lb.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="follow this control plane (repeatable: tried in order); responses carry its version",
+    )
+    lb.add_argument(
+        "--control-cache",
+        default=None,
+        metavar="PATH",
+        help="last good control state, used when no control plane answers at start",
+    )
+    lb.add_argument(
+        "--control-token",
+        default=os.environ.get("ZONEGATE_TOKEN"),
+        help="read token for the control plane (default: $ZONEGATE_TOKEN)",
     )
     lb.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -159,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 admin=args.admin,
                 drain_timeout=args.drain_timeout,
+                control=tuple(args.control),
+                control_cache=args.control_cache,
+                control_token=args.control_token,
             )
         )
     if args.command == "dns":

@@ -149,7 +149,7 @@ def test_ctl_commands_against_a_memory_store(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("store", "status", "message"),
     [
-        ("etcd://127.0.0.1:2379", 2, "not implemented yet"),
+        ("etcd://127.0.0.1:1", 2, "no endpoint answered"),
         ("ftp://x", 2, "unknown scheme"),
         ("sqlite://", 2, "no file path"),
     ],

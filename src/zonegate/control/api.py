@@ -40,6 +40,7 @@ import enum
 import hashlib
 import hmac
 import os
+import pathlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
@@ -47,6 +48,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from zonegate.control import service
@@ -75,6 +77,8 @@ LONG_POLL_MAX = 60.0
 the request first)."""
 VERSION_HEADER = "X-Zonegate-Version"
 """Header with the latest version on every state answer."""
+WEB_DIR = pathlib.Path(__file__).parent / "web"
+"""The dashboard (plain HTML/CSS/JS, package data), served at `/`."""
 
 
 # --- tokens -------------------------------------------------------------------------
@@ -506,6 +510,8 @@ def create_app(
         change = Rollback(to_version=body.to_version)
         return await _write(change, who, dry_run, reason, x_reason)
 
+    # The dashboard: mounted last, so /v1, /healthz and /docs match first.
+    app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
 
 
@@ -513,6 +519,7 @@ __all__ = [
     "LONG_POLL_DEFAULT",
     "LONG_POLL_MAX",
     "VERSION_HEADER",
+    "WEB_DIR",
     "AdminAction",
     "CutoverBody",
     "ErrorDetail",

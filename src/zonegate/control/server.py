@@ -9,8 +9,9 @@ one line on stdout::
     zonegate control ready: http://127.0.0.1:9900 version 3 store sqlite:///var/lib/zonegate/control.db
 
 Store URLs: `sqlite:///abs/path.db` or `sqlite://relative/path.db` (everything after
-`sqlite://` is the file path), `memory://` (lost at exit; demos and tests); `etcd://`
-is not implemented yet. Default: `sqlite://DATA_DIR/control.db`.
+`sqlite://` is the file path), `memory://` (lost at exit; demos and tests),
+`etcd://host:port,host:port[/prefix/]` (an etcd v3 cluster, keys under `prefix`,
+default `/zonegate/`; see `control.etcd`). Default: `sqlite://DATA_DIR/control.db`.
 
 Also runnable as `python -m zonegate.control.server FILE [--store URL] [--listen
 HOST:PORT] [--data-dir DIR] [--tokens FILE]` (tests use it).
@@ -52,8 +53,8 @@ def open_store(url: str | None, data_dir: str) -> tuple[Store, str]:
         The store and its URL as resolved (for the ready line).
 
     Raises:
-        StoreUrlError: An unknown scheme, an empty path, or `etcd://` (not
-            implemented yet).
+        StoreUrlError: An unknown scheme, an empty path, or an `etcd://` URL
+            without `host:port` endpoints.
     """
     from zonegate.control.sqlite import SQLiteStore
 
@@ -74,9 +75,13 @@ def open_store(url: str | None, data_dir: str) -> tuple[Store, str]:
     if scheme == "memory":
         return MemoryStore(), url
     if scheme == "etcd":
-        raise StoreUrlError(
-            f"store URL {url!r}: the etcd store is not implemented yet; use sqlite:///PATH"
-        )
+        from zonegate.control.etcd import EtcdStore, parse_etcd_url
+
+        try:
+            endpoints, prefix = parse_etcd_url(url)
+        except ValueError as exc:
+            raise StoreUrlError(str(exc)) from None
+        return EtcdStore(endpoints, prefix=prefix), url
     raise StoreUrlError(f"store URL {url!r}: unknown scheme {scheme!r} (sqlite, memory, etcd)")
 
 
@@ -113,7 +118,7 @@ def run_control(
 
     Args:
         path: The topology file.
-        store_url: `sqlite:///PATH`, `memory://`; None: `DATA_DIR/control.db`.
+        store_url: `sqlite:///PATH`, `memory://`, `etcd://...`; None: `DATA_DIR/control.db`.
         listen: HOST:PORT of the API; port 0 picks a free port (on the ready line).
         data_dir: Where the default store lives (created if missing).
         token_file: The token file (`api.TokenTable`); None: reads are anonymous and
@@ -225,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m zonegate.control.server FILE [options]`."""
     parser = argparse.ArgumentParser(prog="zonegate control")
     parser.add_argument("file", help="topology file")
-    parser.add_argument("--store", default=None, help="sqlite:///PATH (default) or memory://")
+    parser.add_argument(
+        "--store", default=None, help="sqlite:///PATH (default), memory://, etcd://HOST:PORT,..."
+    )
     parser.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT of the API")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="default store directory")
     parser.add_argument("--tokens", default=None, help="token file (YAML or JSON)")

@@ -158,7 +158,7 @@ class _Collector:
         conns = GaugeMetricFamily("zonegate_client_connections", "Open client connections")
         conns.add_metric([], self.stats.get("connections", 0))
         version = GaugeMetricFamily("zonegate_config_version", "Version of the topology in force")
-        version.add_metric([], hub.snapshot.version)
+        version.add_metric([], hub.version)
         yield from (
             requests,
             errors,

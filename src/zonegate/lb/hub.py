@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from zonegate.health.machine import AdminState, Ejected, EjectionBlocked, PoolHealth, Transition
@@ -51,6 +51,7 @@ class HealthHub:
         self.checker = ActiveChecker(self.pools, self.healths, self._on_transition, now=clock)
         self._ticker: asyncio.Task[None] | None = None
         self._starting = False
+        self.control_version = 0
         self._blocked_logged: set[tuple[str, str]] = set()
 
     def _set(self, snapshot: Snapshot, previous: dict[str, PoolHealth]) -> None:
@@ -137,6 +138,38 @@ class HealthHub:
         elif ok:
             self._blocked_logged.discard((pool, backend_id))
 
+    @property
+    def version(self) -> int:
+        """The config version in force: the control plane's when following one."""
+        return self.control_version or self.snapshot.version
+
+    def apply_control(self, version: int, backends: Mapping[str, str]) -> None:
+        """Follow a control-plane version: its admin state of every backend we serve.
+
+        Args:
+            version: the control plane's version.
+            backends: admin state by `"{pool}/{backend_id}"`; backends not listed keep
+                theirs.
+        """
+        self.control_version = version
+        changed = False
+        for name, pool in self.pools.items():
+            health = self.healths[name]
+            for i, b in enumerate(pool.backends):
+                want = backends.get(f"{name}/{b.id}")
+                if want is not None and health.targets[i].admin.value != want:
+                    health.set_admin(i, AdminState(want))
+                    log.warning(
+                        "backend %s/%s admin state -> %s (control version %d)",
+                        name,
+                        b.id,
+                        want,
+                        version,
+                    )
+                    changed = True
+        if changed:
+            self.publish()
+
     def set_admin(self, pool: str, backend_id: str, state: str) -> bool:
         """Drain, disable or enable a backend at runtime; False if there is no such backend."""
         health = self.healths.get(pool)
@@ -204,7 +237,9 @@ class HealthHub:
         self.publish()
         now = self.clock()
         pools_stats = (stats or {}).get("pools", {})
-        out: dict[str, Any] = {"zone": self.zone, "version": self.snapshot.version, "pools": {}}
+        out: dict[str, Any] = {"zone": self.zone, "version": self.version, "pools": {}}
+        if self.control_version:
+            out["file_version"] = self.snapshot.version
         for name, health in self.healths.items():
             pool = self.pools[name]
             st = self.states.get(name)

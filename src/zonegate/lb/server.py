@@ -27,9 +27,12 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from zonegate.control.follow import ControlFollower
+from zonegate.control.model import DesiredState
 from zonegate.errors import ConfigErrors
 from zonegate.lb.admin import AdminApp, start_admin
 from zonegate.lb.hub import HealthHub
@@ -54,6 +57,10 @@ class LbOptions:
     workers: int = 1
     admin: HostPort | None = None
     drain_timeout: float = 30.0
+    control: tuple[str, ...] = ()
+    """Control plane URLs to follow (`--control`); empty: the file alone."""
+    control_cache: str | None = None
+    control_token: str | None = None
 
 
 def setup_logging(level: str = "INFO", worker: int | None = None) -> None:
@@ -126,11 +133,28 @@ def run_lb(opts: LbOptions) -> int:
     return uvloop.run(_run_supervisor(snapshot, opts))
 
 
-def _announce(snapshot: Snapshot, opts: LbOptions, admin: HostPort | None) -> None:
+async def _start_follower(
+    opts: LbOptions, on_state: Callable[[DesiredState], None]
+) -> ControlFollower | None:
+    """Follow the control plane when `--control` is given (first state before serving)."""
+    if not opts.control:
+        return None
+    follower = ControlFollower(
+        opts.control, on_state, cache_path=opts.control_cache, token=opts.control_token
+    )
+    if not await follower.start():
+        log.warning("no control plane answered and no cache: serving the file's config")
+    return follower
+
+
+def _announce(
+    snapshot: Snapshot, opts: LbOptions, admin: HostPort | None, version: int | None = None
+) -> None:
     lst = zone_listeners(snapshot.topology, opts.zone)
     binds = ", ".join(f"{n}={c.bind}" for n, c in lst.items())
     print(
-        f"zonegate lb ready: zone {opts.zone}, version {snapshot.version}, workers {opts.workers}, "
+        f"zonegate lb ready: zone {opts.zone}, version {version or snapshot.version}, "
+        f"workers {opts.workers}, "
         f"listeners {binds}, admin {admin or 'off'}",
         flush=True,
     )
@@ -155,6 +179,12 @@ async def _run_single(snapshot: Snapshot, opts: LbOptions) -> int:
     worker = Worker(snapshot, opts.zone, DirectLink())
     hub.subscribe(worker.apply_states)
     await hub.start()
+
+    def follow_state(state: DesiredState) -> None:
+        hub.apply_control(state.version, state.backends)
+        worker.set_control_version(state.version)
+
+    follower = await _start_follower(opts, follow_state)
     await worker.start()
 
     async def gather() -> dict[str, Any]:
@@ -186,9 +216,11 @@ async def _run_single(snapshot: Snapshot, opts: LbOptions) -> int:
         t.add_done_callback(tasks.discard)
 
     _install_signals(stop, on_hup)
-    _announce(snapshot, opts, admin)
+    _announce(snapshot, opts, admin, hub.version)
     await stop.wait()
     log.info("stopping: draining in-flight requests (up to %.0fs)", opts.drain_timeout)
+    if follower is not None:
+        await follower.stop()
     app.draining = True
     await worker.stop(opts.drain_timeout)
     await hub.stop()
@@ -264,7 +296,7 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
         while not stopping:
             await h.spawn()
             assert h.chan is not None
-            h.send(("init", hub.snapshot, hub.states))
+            h.send(("init", hub.snapshot, hub.states, hub.control_version))
             while True:
                 msg = await h.chan.recv()
                 log.debug("from worker %d: %r", h.index, msg[:2] if msg else msg)
@@ -338,9 +370,18 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
     admin_server = await start_admin(app, admin.host, admin.port) if admin else None
     stop = asyncio.Event()
     _install_signals(stop, lambda: spawn_task(reload()))
-    _announce(snapshot, opts, admin)
+
+    def follow_state(state: DesiredState) -> None:
+        hub.apply_control(state.version, state.backends)
+        for h in handles:
+            h.send(("version", state.version))
+
+    follower = await _start_follower(opts, follow_state)
+    _announce(snapshot, opts, admin, hub.version)
     await stop.wait()
     stopping = True
+    if follower is not None:
+        await follower.stop()
     app.draining = True
     log.info(
         "stopping %d workers: draining in-flight requests (up to %.0fs)",
@@ -400,7 +441,7 @@ async def _worker_main(fd: int, zone: str, index: int) -> int:
     msg = await chan.recv()
     if msg is None or msg[0] != "init":
         return 1
-    _, snapshot, states = msg
+    _, snapshot, states, control_version = msg
 
     class ChannelLink:
         def report_passive(
@@ -410,6 +451,8 @@ async def _worker_main(fd: int, zone: str, index: int) -> int:
 
     worker = Worker(snapshot, zone, ChannelLink(), reuse_port=True)
     worker.apply_states(states)
+    if control_version:
+        worker.set_control_version(control_version)
     await worker.start()
     chan.send(("ready", os.getpid()))
     loop = asyncio.get_running_loop()
@@ -428,6 +471,8 @@ async def _worker_main(fd: int, zone: str, index: int) -> int:
         kind = msg[0]
         if kind == "states":
             worker.apply_states(msg[1])
+        elif kind == "version":
+            worker.set_control_version(msg[1])
         elif kind == "reload":
             await worker.reload(msg[1], msg[2])
         elif kind == "stats":

@@ -111,7 +111,20 @@ class Worker:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.client_errors: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self.control_version = 0
         self._build_pools(snapshot.topology, previous={})
+
+    @property
+    def version(self) -> int:
+        """The config version stamped on responses: the control plane's when following
+        one (`--control`), else the topology file's."""
+        return self.control_version or self.snapshot.version
+
+    def set_control_version(self, version: int) -> None:
+        """Follow a new control-plane version: stamp it on every response from now on."""
+        self.control_version = version
+        for lr in self.listeners.values():
+            lr.update(lr.cfg, version)
 
     # setup and reload
 
@@ -127,7 +140,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         self.now = loop.time()
         for name, cfg in zone_listeners(self.snapshot.topology, self.zone).items():
-            lr = ListenerRuntime(name, cfg, self.snapshot.version)
+            lr = ListenerRuntime(name, cfg, self.version)
             self.listeners[name] = lr
             self.servers[name] = await self._bind(lr)
         self._sweeper = loop.create_task(self._sweep())
@@ -161,9 +174,9 @@ class Worker:
                 del self.listeners[name]
         for name, cfg in wanted.items():
             if name in self.listeners:
-                self.listeners[name].update(cfg, snapshot.version)
+                self.listeners[name].update(cfg, self.version)
             else:
-                lr = ListenerRuntime(name, cfg, snapshot.version)
+                lr = ListenerRuntime(name, cfg, self.version)
                 self.listeners[name] = lr
                 self.servers[name] = await self._bind(lr)
         # Upstream pools of backends that left are closed once idle.
@@ -240,7 +253,7 @@ class Worker:
 
     def stats_snapshot(self) -> dict[str, Any]:
         return {
-            "version": self.snapshot.version,
+            "version": self.version,
             "pools": {
                 name: {
                     "ids": list(p.ids),

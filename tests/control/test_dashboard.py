@@ -1,0 +1,187 @@
+"""The web dashboard in headless Chromium (Debian `chromium` driven by Playwright).
+
+Starts the real `zonegate control` process on examples/two-zones.yaml, opens the
+dashboard, sets the operator token, checks the two zones and the split bar, cuts
+api.example.test over to yanqing through the confirmation dialog, sees the bar
+change, and saves a screenshot (copied to docs/dashboard.png when
+ZONEGATE_UPDATE_SCREENSHOTS=1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.peers.processes import start_process
+from zonegate.control.api import hash_token
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPO = ROOT / "examples" / "two-zones.yaml"
+READY = r"zonegate control ready: (?P<url>http://\S+) version (?P<version>\d+)"
+CHROMIUM = "/usr/bin/chromium"
+API = "api.example.test"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    """The Debian chromium binary; installed with apt-get when missing."""
+    if not os.path.exists(CHROMIUM):
+        if shutil.which("apt-get") is None:
+            pytest.skip(f"{CHROMIUM} is missing and apt-get is not available to install it")
+        try:
+            done = subprocess.run(
+                ["apt-get", "install", "-y", "-o", "DPkg::Lock::Timeout=120", "chromium"],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"{CHROMIUM} is missing and `apt-get install -y chromium` failed: {exc}")
+        if done.returncode != 0 or not os.path.exists(CHROMIUM):
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            pytest.skip(
+                f"{CHROMIUM} is missing and `apt-get install -y chromium` exited "
+                f"{done.returncode}: {' | '.join(tail)}"
+            )
+    return CHROMIUM
+
+
+def _width(testid: str) -> str:
+    """A JS expression: the rendered width of the element with this data-testid."""
+    return f"document.querySelector('[data-testid=\"{testid}\"]').getBoundingClientRect().width"
+
+
+def test_dashboard_cutover_in_chromium(tmp_path: Path) -> None:
+    playwright_sync = pytest.importorskip(
+        "playwright.sync_api", reason="the test extra's playwright package is not installed"
+    )
+    chromium = _chromium()
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        "tokens:\n"
+        f"  - {{name: alice, role: operator, sha256: {hash_token('op-secret')}}}\n"
+        f"  - {{name: viewer, role: read, sha256: {hash_token('r-secret')}}}\n"
+    )
+    argv = [
+        sys.executable, "-m", "zonegate.control.server", str(TOPO),
+        "--store", f"sqlite://{tmp_path / 'control.db'}", "--listen", "127.0.0.1:0",
+        "--tokens", str(tokens),
+    ]  # fmt: skip
+    started = time.monotonic()
+    proc = start_process(argv, READY, timeout=20, env={"ZONEGATE_BUG_RAISE": "0"})
+    try:
+        assert proc.match is not None
+        url = proc.match["url"]
+        # the API is unchanged next to the dashboard
+        assert httpx.get(f"{url}/healthz").json()["version"] == 1
+        assert httpx.get(f"{url}/v1/state").status_code == 401
+        assert "text/html" in httpx.get(f"{url}/").headers["content-type"]
+
+        with playwright_sync.sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=chromium, headless=True, args=CHROMIUM_ARGS, timeout=30_000
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                page.set_default_timeout(10_000)
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(f"{url}/")
+                # reads need a token here: the page says so until one is set
+                message = page.get_by_test_id("message")
+                message.wait_for(state="visible")
+                assert "401" in message.inner_text()
+
+                page.get_by_test_id("token-input").fill("op-secret")
+                page.get_by_test_id("token-save").click()
+                page.get_by_test_id("zone-changping").wait_for()
+                page.get_by_test_id("zone-yanqing").wait_for()
+                assert page.get_by_test_id("version").inner_text() == "1"
+                assert page.get_by_test_id("zone-state-changping").inner_text() == "enabled"
+                assert "not reported yet" in page.get_by_test_id("zone-health-yanqing").inner_text()
+                assert page.get_by_test_id("backend-web-cp-cp-1").is_visible()
+                assert page.get_by_test_id("history-1").is_visible()
+
+                cp = page.get_by_test_id(f"seg-{API}-changping")
+                yq = page.get_by_test_id(f"seg-{API}-yanqing")
+                bar = page.get_by_test_id(f"split-{API}").bounding_box()
+                assert bar is not None
+                assert cp.get_attribute("data-share") == "0.5000"
+                cp_box = cp.bounding_box()
+                assert cp_box is not None
+                assert abs(cp_box["width"] - bar["width"] / 2) < 3
+
+                page.get_by_test_id(f"cutover-{API}-yanqing").click()
+                dialog = page.get_by_test_id("confirm-dialog")
+                dialog.wait_for(state="visible")
+                assert page.get_by_test_id(f"after-{API}-changping").inner_text() == "0.0%"
+                assert page.get_by_test_id(f"after-{API}-yanqing").inner_text() == "100.0%"
+                assert (
+                    "changping [0,50) -> [0,0)" in page.get_by_test_id("confirm-diff").inner_text()
+                )
+                # dry run only: nothing written yet
+                assert page.get_by_test_id("version").inner_text() == "1"
+                page.screenshot(path=str(tmp_path / "dialog.png"))
+                # no reason: the dialog stays open
+                page.get_by_test_id("confirm-ok").click()
+                assert dialog.is_visible()
+                page.get_by_test_id("confirm-reason").fill("changping power work")
+                page.get_by_test_id("confirm-ok").click()
+                dialog.wait_for(state="hidden")
+
+                page.wait_for_function(
+                    "() => document.querySelector('[data-testid=version]').textContent === '2'"
+                )
+                page.wait_for_function(f"() => {_width(f'seg-{API}-changping')} < 0.5")
+                assert cp.get_attribute("data-share") == "0.0000"
+                assert yq.get_attribute("data-share") == "1.0000"
+                # the yanqing segment fills the whole bar (once the transition ends)
+                page.wait_for_function(
+                    f"() => {_width(f'seg-{API}-yanqing')} >= {_width(f'split-{API}')} - 3"
+                )
+                entry = page.get_by_test_id("history-2")
+                entry.wait_for()
+                assert "changping power work" in entry.inner_text()
+                assert "alice" in entry.inner_text()
+                assert page.get_by_test_id("rollback-1").is_visible()
+                assert errors == []
+
+                shot = tmp_path / "dashboard.png"
+                page.screenshot(path=str(shot), full_page=True)
+                assert shot.stat().st_size > 10_000
+                if os.environ.get("ZONEGATE_UPDATE_SCREENSHOTS") == "1":
+                    shutil.copyfile(shot, ROOT / "docs" / "dashboard.png")
+            finally:
+                browser.close()
+
+        # the write went through the API with the operator's name and reason
+        history = httpx.get(
+            f"{url}/v1/history?since=1", headers={"Authorization": "Bearer r-secret"}
+        ).json()
+        assert [(e["version"], e["who"], e["why"]) for e in history] == [
+            (2, "alice", "changping power work")
+        ]
+    finally:
+        # A long-poll the page left open holds the graceful shutdown until uvicorn's
+        # timeout_graceful_shutdown (5 s) cancels it: wait past that.
+        assert proc.stop(timeout=10) == 0, proc.describe()
+    assert time.monotonic() - started < 60

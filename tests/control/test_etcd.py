@@ -1,0 +1,273 @@
+"""EtcdStore on a real 3-member etcd cluster (Debian etcd-server) on loopback: the Store
+contract, two instances (two control planes) on one cluster, watch propagation, and
+losing a member."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.control.etcd_cluster import EtcdCluster, ensure_etcd, free_ports
+from tests.control.test_store import fill
+from tests.control.topo import first, step
+from zonegate.control.etcd import EtcdStore, parse_etcd_url
+from zonegate.control.server import StoreUrlError, open_store
+from zonegate.errors import StoreError, StoreUnavailable, VersionConflict
+
+PROPAGATION: list[float] = []
+"""Measured seconds from an append on one instance to wait_for waking on the other."""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    reason = ensure_etcd()
+    if reason is not None:
+        pytest.skip(reason)
+    with EtcdCluster(tmp_path_factory.mktemp("etcd")) as c:
+        yield c
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"/zonegate-test/{uuid.uuid4().hex}/"
+
+
+@pytest.fixture
+async def store(cluster: EtcdCluster, prefix: str) -> AsyncIterator[EtcdStore]:
+    # A long poll interval: wake-ups must come from the append or the watch.
+    s = EtcdStore(cluster.endpoints, prefix=prefix, poll_interval=30)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def other(cluster: EtcdCluster, prefix: str) -> AsyncIterator[EtcdStore]:
+    """A second instance on the same prefix (another control plane), endpoints rotated."""
+    endpoints = cluster.endpoints[1:] + cluster.endpoints[:1]
+    s = EtcdStore(endpoints, prefix=prefix, poll_interval=30)
+    yield s
+    await s.close()
+
+
+# --- contract -----------------------------------------------------------------------
+
+
+async def test_empty_store(store: EtcdStore) -> None:
+    assert await store.latest() is None
+    assert await store.get(1) is None
+    assert await store.history() == []
+    assert await store.wait_for(0, timeout=0.01) is None
+
+
+async def test_append_latest_get_history(store: EtcdStore) -> None:
+    versions = await fill(store, 5)
+    assert await store.latest() == versions[-1][0]
+    for state, _ in versions:
+        assert await store.get(state.version) == state
+    assert await store.get(0) is None
+    assert await store.get(6) is None
+    assert await store.history() == [a for _, a in versions]
+    assert [a.version for a in await store.history(since=2, limit=2)] == [3, 4]
+    assert await store.history(since=5) == []
+
+
+async def test_history_orders_by_number_past_nine(store: EtcdStore) -> None:
+    versions = await fill(store, 12)
+    assert [a.version for a in await store.history(since=8)] == [9, 10, 11, 12]
+    assert await store.latest() == versions[-1][0]
+
+
+async def test_stale_version_is_a_conflict(store: EtcdStore) -> None:
+    versions = await fill(store, 2)
+    state, audit = step(versions[0][0])
+    with pytest.raises(VersionConflict) as info:
+        await store.append(state, audit, expected_version=1)
+    assert (info.value.expected, info.value.latest) == (1, 2)
+    assert isinstance(info.value, StoreError)
+    assert await store.latest() == versions[1][0]
+
+
+async def test_first_append_must_expect_zero(store: EtcdStore) -> None:
+    await fill(store, 1)
+    with pytest.raises(VersionConflict) as info:
+        await store.append(*first(), expected_version=0)
+    assert (info.value.expected, info.value.latest) == (0, 1)
+
+
+async def test_mismatched_versions_are_misuse(store: EtcdStore) -> None:
+    state, audit = first()
+    with pytest.raises(ValueError, match="does not follow"):
+        await store.append(state, audit, expected_version=3)
+    with pytest.raises(ValueError, match=r"limit must be in 1\.\.1000"):
+        await store.history(limit=0)
+    assert await store.latest() is None
+
+
+async def test_wait_for_answers_at_once_and_times_out(store: EtcdStore) -> None:
+    versions = await fill(store, 3)
+    assert await store.wait_for(1, timeout=5) == versions[-1][0]
+    started = time.monotonic()
+    assert await store.wait_for(3, timeout=0.1) is None
+    assert 0.09 < time.monotonic() - started < 1.5
+
+
+async def test_wait_for_wakes_on_append(store: EtcdStore) -> None:
+    (v1, _), *_ = await fill(store, 1)
+    waiters = [asyncio.create_task(store.wait_for(1, timeout=10)) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    assert not any(w.done() for w in waiters)
+    v2, audit = step(v1)
+    started = time.monotonic()
+    await store.append(v2, audit, expected_version=1)
+    assert await asyncio.gather(*waiters) == [v2, v2, v2]
+    assert time.monotonic() - started < 1
+
+
+async def test_two_appenders_racing_exactly_one_wins_per_version(
+    store: EtcdStore, other: EtcdStore
+) -> None:
+    await fill(store, 1)
+    for _ in range(10):
+        latest = await store.latest()
+        assert latest is not None
+        a, b = step(latest, who="a"), step(latest, who="b")
+        results = await asyncio.gather(
+            store.append(*a, expected_version=latest.version),
+            other.append(*b, expected_version=latest.version),
+            return_exceptions=True,
+        )
+        assert sum(r is None for r in results) == 1
+        assert sum(isinstance(r, VersionConflict) for r in results) == 1
+    history = await other.history()
+    assert [a.version for a in history] == list(range(1, 12))
+
+
+async def test_closed_store_is_unavailable(store: EtcdStore) -> None:
+    await store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.latest()
+    await store.close()
+
+
+async def test_close_wakes_waiters(store: EtcdStore) -> None:
+    waiter = asyncio.create_task(store.wait_for(0, timeout=10))
+    await asyncio.sleep(0.1)
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(waiter, 2)
+
+
+async def test_no_member_answering_is_unavailable() -> None:
+    dead = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    async with EtcdStore(dead, timeout=0.3) as store:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="no endpoint answered"):
+            await store.latest()
+        assert time.monotonic() - started < 1.5
+
+
+# --- two control planes -------------------------------------------------------------
+
+
+async def test_two_instances_serve_the_same_versions(store: EtcdStore, other: EtcdStore) -> None:
+    versions = await fill(store, 3)
+    assert await other.latest() == versions[-1][0]
+    assert await other.history() == [a for _, a in versions]
+    state, audit = step(versions[-1][0], who="other")
+    await other.append(state, audit, expected_version=3)
+    assert await store.latest() == state
+    assert await store.get(4) == state
+
+
+async def test_write_on_one_wakes_wait_for_on_the_other(store: EtcdStore, other: EtcdStore) -> None:
+    await fill(store, 1)
+    for n in range(1, 6):
+        waiter = asyncio.create_task(other.wait_for(n, timeout=10))
+        await asyncio.sleep(0.15)  # the watch is set up
+        assert not waiter.done()
+        latest = await store.latest()
+        assert latest is not None
+        state, audit = step(latest)
+        await store.append(state, audit, expected_version=n)
+        started = time.monotonic()
+        assert await asyncio.wait_for(waiter, 5) == state
+        elapsed = time.monotonic() - started
+        PROPAGATION.append(elapsed)
+        assert elapsed < 1  # the watch, not the 30 s poll
+    print(f"\npropagation (append acked -> wait_for woke on the other): {PROPAGATION}")
+
+
+# --- losing a member ----------------------------------------------------------------
+
+
+async def test_killing_a_member_loses_nothing_and_writes_continue(
+    cluster: EtcdCluster, store: EtcdStore, other: EtcdStore
+) -> None:
+    acked = await fill(store, 5)
+    waiter = asyncio.create_task(other.wait_for(5, timeout=15))
+    await asyncio.sleep(0.15)
+    # Kill the leader: the survivors must elect a new one, and the instance whose
+    # preferred member died must fail over.
+    victim = cluster.leader()
+    cluster.kill(victim)
+    try:
+        killed_at = time.monotonic()
+        writers = (store, other)
+        for i in range(10):
+            writer = writers[i % 2]
+            latest = await writer.latest()
+            assert latest is not None
+            state, audit = step(latest, who=f"after-kill-{i}")
+            await writer.append(state, audit, expected_version=latest.version)
+            acked.append((state, audit))
+            if i == 0:
+                first_write = time.monotonic() - killed_at
+        assert first_write < 3
+        assert (await asyncio.wait_for(waiter, 5)).version >= 6
+        for s in writers:
+            assert await s.history() == [a for _, a in acked]
+            assert await s.latest() == acked[-1][0]
+    finally:
+        cluster.restart(victim)
+    # the restarted member catches up and serves everything acknowledged
+    only0 = EtcdStore([cluster.endpoints[victim]], prefix=store.prefix, timeout=5)
+    try:
+        assert await only0.history() == [a for _, a in acked]
+    finally:
+        await only0.close()
+
+
+# --- the control plane's store URL --------------------------------------------------
+
+
+def test_parse_etcd_url() -> None:
+    assert parse_etcd_url("etcd://127.0.0.1:2379,10.0.0.2:2379") == (
+        ["http://127.0.0.1:2379", "http://10.0.0.2:2379"],
+        "/zonegate/",
+    )
+    assert parse_etcd_url("etcd://h:1/cp-a") == (["http://h:1"], "/cp-a/")
+    for bad in ("etcd://", "etcd://host", "etcd://h:x", "etcd://h:1,:2"):
+        with pytest.raises(ValueError, match="etcd"):
+            parse_etcd_url(bad)
+
+
+async def test_open_store_etcd_url(cluster: EtcdCluster, tmp_path: Path) -> None:
+    hosts = ",".join(e.removeprefix("http://") for e in cluster.endpoints)
+    url = f"etcd://{hosts}/zonegate-test/{uuid.uuid4().hex}"
+    s, shown = open_store(url, str(tmp_path))
+    try:
+        assert isinstance(s, EtcdStore)
+        assert shown == url
+        await fill(s, 2)
+        latest = await s.latest()
+        assert latest is not None
+        assert latest.version == 2
+    finally:
+        await s.close()
+    with pytest.raises(StoreUrlError, match="no etcd endpoint"):
+        open_store("etcd://", str(tmp_path))

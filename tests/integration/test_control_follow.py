@@ -1,0 +1,94 @@
+"""`zonegate lb --control URL` follows the control plane: version header, admin states,
+last good copy when the control plane is gone."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.integration.lbharness import Topo, start_lb
+from tests.peers.processes import start_process
+from zonegate.control.api import hash_token
+
+pytestmark = pytest.mark.timeout(90)
+
+READY = r"zonegate control ready: (?P<url>http://\S+) version (?P<version>\d+)"
+OPERATOR = "op-secret"
+
+
+def _start_control(tmp_path, topo_path):
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        f"tokens:\n  - {{name: ops, role: operator, sha256: {hash_token(OPERATOR)}}}\n"
+    )
+    argv = [
+        sys.executable, "-m", "zonegate.control.server", str(topo_path),
+        "--store", f"sqlite://{tmp_path / 'control.db'}", "--listen", "127.0.0.1:0",
+        "--tokens", str(tokens),
+    ]  # fmt: skip
+    proc = start_process(argv, READY, timeout=20, env={"ZONEGATE_BUG_RAISE": "0"})
+    return proc, proc.match["url"]
+
+
+def _version_seen(lb) -> int:
+    r = lb.request("GET", "/")
+    return int(r.headers["x-zonegate-version"])
+
+
+def test_lb_follows_control_versions_and_admin_states(backend_factory, tmp_path):
+    b1 = backend_factory(name="f1")
+    b2 = backend_factory(name="f2")
+    topo = Topo()
+    topo.pool("web", [b1, b2])
+    topo.listener("web")
+    path = topo.write(tmp_path / "topology.yaml")
+    control, url = _start_control(tmp_path, path)
+    cache = tmp_path / "lb-cache.json"
+    extra = ["--control", "http://127.0.0.1:1", "--control", url, "--control-cache", str(cache)]
+    lb = start_lb(tmp_path, topo, extra=extra)
+    try:
+        assert _version_seen(lb) == 1
+
+        # Drain f1 through the control plane; the LB applies version 2.
+        t0 = time.monotonic()
+        r = httpx.post(
+            f"{url}/v1/pools/web/backends/f1/drain",
+            params={"reason": "test drain"},
+            headers={"Authorization": f"Bearer {OPERATOR}"},
+            timeout=5,
+        )
+        assert r.status_code == 200, r.text
+        deadline = t0 + 5
+        while _version_seen(lb) != 2:
+            assert time.monotonic() < deadline, "the LB did not follow version 2"
+            time.sleep(0.005)
+        applied = time.monotonic() - t0
+        print(f"\ncontrol version 2 seen on LB responses {applied * 1000:.0f} ms after the write")
+        status = lb.status()
+        f1 = next(b for b in status["pools"]["web"]["backends"] if b["id"] == "f1")
+        assert f1["admin"] == "drain"
+        served = {lb.request("GET", "/").headers["x-backend"] for _ in range(20)}
+        assert served == {"f2"}
+        assert cache.exists()
+
+        # The control plane dies: the LB keeps serving what it has.
+        control.kill()
+        for _ in range(20):
+            r = lb.request("GET", "/")
+            assert r.status == 200
+            assert r.headers["x-zonegate-version"] == "2"
+    finally:
+        lb.stop()
+        control.kill()
+
+    # A restart while the control plane is down starts from the cached copy.
+    lb = start_lb(tmp_path, topo, extra=extra)
+    try:
+        assert _version_seen(lb) == 2
+        served = {lb.request("GET", "/").headers["x-backend"] for _ in range(20)}
+        assert served == {"f2"}
+    finally:
+        lb.stop()
