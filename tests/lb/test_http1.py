@@ -22,10 +22,8 @@ from zonegate.lb.http1 import (
 )
 
 
-def req(
-    headers, *, method=b"GET", target=b"/", version="1.1", keep_alive=True, chunked=False, clen=-1
-):
-    return check_request(method, target, version, headers, keep_alive, chunked, clen)
+def req(headers, *, method=b"GET", target=b"/", version="1.1", keep_alive=True):
+    return check_request(method, target, version, headers, keep_alive)
 
 
 def test_plain_get():
@@ -104,7 +102,6 @@ def test_upstream_head_has_forwarding_fields_and_framing():
             (b"Content-Length", b"5"),
         ],
         method=b"POST",
-        clen=5,
     )
     assert r.body == BODY_LENGTH
     head = build_request_head(
@@ -126,7 +123,7 @@ def test_forwarding_off_keeps_client_xff_untouched():
 
 
 def test_chunked_request_is_reframed_chunked():
-    r = req([(b"Host", b"a"), (b"Transfer-Encoding", b"chunked")], method=b"PUT", chunked=True)
+    r = req([(b"Host", b"a"), (b"Transfer-Encoding", b"chunked")], method=b"PUT")
     assert r.body == BODY_CHUNKED
     head = build_request_head(r, client_ip=b"1", proto=b"http", forwarded=True, via=b"v")
     assert head.count(b"Transfer-Encoding: chunked\r\n") == 1

@@ -115,16 +115,16 @@ def check_request(
     version: str,
     raw_headers: list[tuple[bytes, bytes]],
     keep_alive: bool,
-    chunked: bool,
-    content_length: int,
 ) -> RequestHead:
-    """Check a parsed request head and split its fields.
+    """Check a parsed request head and split its fields (one pass over them).
+
+    Body framing is read from the fields llhttp already validated: Transfer-Encoding
+    (whose last coding llhttp requires to be chunked) or Content-Length.
 
     Args:
         method, target, version: from the request line ("1.1" style version).
         raw_headers: every field as received.
         keep_alive: what the parser derived from version and Connection.
-        chunked: whether the body is chunked; content_length: the parsed length or -1.
 
     Raises:
         HttpParseError: the request must be refused; `.hint` is the status.
@@ -141,6 +141,8 @@ def check_request(
     drop: set[bytes] = set()
     headers: list[tuple[bytes, bytes]] = []
     expect_continue = False
+    chunked = False
+    content_length = -1
     xff: list[bytes] = []
     for name, value in raw_headers:
         lname = name.lower()
@@ -152,10 +154,13 @@ def check_request(
         elif lname in HOP_BY_HOP:
             if lname == b"connection":
                 drop |= _connection_tokens(value)
-            elif lname == b"transfer-encoding" and http10:
-                raise HttpParseError("Transfer-Encoding in an HTTP/1.0 request")
+            elif lname == b"transfer-encoding":
+                if http10:
+                    raise HttpParseError("Transfer-Encoding in an HTTP/1.0 request")
+                chunked = True
         elif lname in _REPLACED:
-            continue
+            if lname == b"content-length":
+                content_length = int(value)
         elif lname == b"x-forwarded-for":
             xff.append(value)
         elif lname == b"expect":

@@ -229,22 +229,9 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         p = self.parser
-        te_chunked = False
-        clen = -1
-        for name, value in self.headers:
-            if len(name) == 17 and name.lower() == b"transfer-encoding":
-                te_chunked = True
-            elif len(name) == 14 and name.lower() == b"content-length":
-                clen = int(value)
         try:
             req = check_request(
-                p.get_method(),
-                self.url,
-                p.get_http_version(),
-                self.headers,
-                p.should_keep_alive(),
-                te_chunked,
-                clen,
+                p.get_method(), self.url, p.get_http_version(), self.headers, p.should_keep_alive()
             )
         except HttpParseError as e:
             self.error = (e.hint, str(e))
