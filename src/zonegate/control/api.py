@@ -43,6 +43,7 @@ import os
 import pathlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
@@ -335,14 +336,28 @@ def create_app(
         old = await store.get(change.to_version)
         return {old.version: old}.get if old is not None else (lambda _v: None)
 
-    async def _write(
-        change: Change,
-        who: TokenEntry,
-        dry_run: bool,
-        reason_q: str | None,
-        reason_h: str | None,
-    ) -> WriteResult | DryRun:
-        reason = (reason_q if reason_q is not None else reason_h) or ""
+    @dataclass(frozen=True, slots=True)
+    class WriteContext:
+        """Who writes, and how: the parameters every write endpoint shares."""
+
+        who: TokenEntry
+        dry_run: bool
+        reason_q: str | None
+        reason_h: str | None
+
+    def write_context(
+        who: Operator,
+        dry_run: DryRunFlag = False,
+        reason: ReasonQuery = None,
+        x_reason: ReasonHeader = None,
+    ) -> WriteContext:
+        return WriteContext(who, dry_run, reason, x_reason)
+
+    Write = Annotated[WriteContext, Depends(write_context)]
+
+    async def _write(change: Change, ctx: WriteContext) -> WriteResult | DryRun:
+        who, dry_run = ctx.who, ctx.dry_run
+        reason = (ctx.reason_q if ctx.reason_q is not None else ctx.reason_h) or ""
         reason = reason.strip()
         if not dry_run and not reason:
             raise HTTPException(422, "a reason is required: ?reason=... or header X-Reason")
@@ -440,75 +455,57 @@ def create_app(
     async def put_split(
         domain: str,
         body: SplitMap,
-        who: Operator,
-        dry_run: DryRunFlag = False,
-        reason: ReasonQuery = None,
-        x_reason: ReasonHeader = None,
+        ctx: Write,
     ) -> WriteResult | DryRun:
         """Replace a domain's split map (its ranges must tile [0, sharding))."""
-        return await _write(SetSplit(domain=domain, split=body), who, dry_run, reason, x_reason)
+        return await _write(SetSplit(domain=domain, split=body), ctx)
 
     @app.post("/v1/cutover/{domain}", **write_kw)
     async def cutover(
         domain: str,
         body: CutoverBody,
-        who: Operator,
-        dry_run: DryRunFlag = False,
-        reason: ReasonQuery = None,
-        x_reason: ReasonHeader = None,
+        ctx: Write,
     ) -> WriteResult | DryRun:
         """Move the whole range of a domain to one enabled zone."""
-        return await _write(Cutover(domain=domain, to=body.to), who, dry_run, reason, x_reason)
+        return await _write(Cutover(domain=domain, to=body.to), ctx)
 
     @app.post("/v1/restore/{domain}", **write_kw)
     async def restore(
         domain: str,
-        who: Operator,
-        dry_run: DryRunFlag = False,
-        reason: ReasonQuery = None,
-        x_reason: ReasonHeader = None,
+        ctx: Write,
     ) -> WriteResult | DryRun:
         """Undo a cut-over (or go back to the topology file's split)."""
-        return await _write(Restore(domain=domain), who, dry_run, reason, x_reason)
+        return await _write(Restore(domain=domain), ctx)
 
     @app.post("/v1/zones/{zone}/{action}", **write_kw)
     async def zone_admin(
         zone: str,
         action: AdminAction,
-        who: Operator,
-        dry_run: DryRunFlag = False,
-        reason: ReasonQuery = None,
-        x_reason: ReasonHeader = None,
+        ctx: Write,
     ) -> WriteResult | DryRun:
         """Set a zone's admin state: enable, drain or disable."""
         change = SetZoneAdmin(zone=zone, state=_ACTION_STATE[action])
-        return await _write(change, who, dry_run, reason, x_reason)
+        return await _write(change, ctx)
 
     @app.post("/v1/pools/{pool}/backends/{backend}/{action}", **write_kw)
     async def backend_admin(
         pool: str,
         backend: str,
         action: AdminAction,
-        who: Operator,
-        dry_run: DryRunFlag = False,
-        reason: ReasonQuery = None,
-        x_reason: ReasonHeader = None,
+        ctx: Write,
     ) -> WriteResult | DryRun:
         """Set a backend's admin state: enable, drain or disable."""
         change = SetBackendAdmin(pool=pool, backend=backend, state=_ACTION_STATE[action])
-        return await _write(change, who, dry_run, reason, x_reason)
+        return await _write(change, ctx)
 
     @app.post("/v1/rollback", **write_kw)
     async def rollback(
         body: RollbackBody,
-        who: Operator,
-        dry_run: DryRunFlag = False,
-        reason: ReasonQuery = None,
-        x_reason: ReasonHeader = None,
+        ctx: Write,
     ) -> WriteResult | DryRun:
         """Make a new version with the content of an earlier one."""
         change = Rollback(to_version=body.to_version)
-        return await _write(change, who, dry_run, reason, x_reason)
+        return await _write(change, ctx)
 
     # The dashboard: mounted last, so /v1, /healthz and /docs match first.
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
