@@ -29,6 +29,7 @@ PURE_MODULES = [
     "dns/policy.py",
     "dns/codec.py",
     "dns/zonedata.py",
+    "dns/zoneadmin.py",
     "control/model.py",
     "control/service.py",
     "health/machine.py",

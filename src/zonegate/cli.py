@@ -24,6 +24,34 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _add_control_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--control, --control-cache, --control-token: shared by lb, dns and httpdns."""
+    parser.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        metavar="URL",
+        help=f"follow this control plane (repeatable: tried in order); {what}",
+    )
+    parser.add_argument(
+        "--control-cache",
+        default=None,
+        metavar="PATH",
+        help="last good control state, used when no control plane answers at start",
+    )
+    parser.add_argument(
+        "--control-token",
+        default=os.environ.get("ZONEGATE_TOKEN"),
+        help="read token for the control plane (default: $ZONEGATE_TOKEN)",
+    )
+
+
+def _control_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from zonegate.control.follow import ControlOptions
+
+    return ControlOptions(tuple(args.control), args.control_cache, args.control_token)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="zonegate",
@@ -63,24 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="longest wait for in-flight requests at stop (default 30s)",
     )
-    lb.add_argument(
-        "--control",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="follow this control plane (repeatable: tried in order); responses carry its version",
-    )
-    lb.add_argument(
-        "--control-cache",
-        default=None,
-        metavar="PATH",
-        help="last good control state, used when no control plane answers at start",
-    )
-    lb.add_argument(
-        "--control-token",
-        default=os.environ.get("ZONEGATE_TOKEN"),
-        help="read token for the control plane (default: $ZONEGATE_TOKEN)",
-    )
+    _add_control_arguments(lb, "responses carry its version")
     lb.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     dns = sub.add_parser(
@@ -99,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     dns.add_argument("--client", default=None, help="explain: the client IP (or ECS subnet)")
     dns.add_argument("--device-id", default=None, help="explain: the DeviceID")
     dns.add_argument("--type", default="A", choices=["A", "AAAA"], help="explain: query type")
+    _add_control_arguments(dns, "zones it sets to drain or disabled are not answered")
     dns.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     hd = sub.add_parser(
@@ -109,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hd.add_argument("file", help="topology YAML file")
     hd.add_argument("--listen", default=None, help="HOST:PORT (default: dns.httpdns_listen)")
+    _add_control_arguments(hd, "its split maps and zone admin states are used")
     hd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     ctrl = sub.add_parser(
@@ -178,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 admin=args.admin,
                 drain_timeout=args.drain_timeout,
-                control=tuple(args.control),
-                control_cache=args.control_cache,
-                control_token=args.control_token,
+                control=_control_options(args),
             )
         )
     if args.command == "dns":
@@ -203,13 +214,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from zonegate.dns.server import run_dns
 
-        return run_dns(args.file, args.listen, args.admin)
+        return run_dns(args.file, args.listen, args.admin, _control_options(args))
     if args.command == "httpdns":
         from zonegate.httpdns.api import run_httpdns
         from zonegate.lb.server import setup_logging
 
         setup_logging(args.log_level)
-        return run_httpdns(args.file, args.listen)
+        return run_httpdns(args.file, args.listen, control=_control_options(args))
     if args.command == "control":
         from zonegate.control.server import run_control
         from zonegate.lb.server import setup_logging

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.control.etcd_cluster import EtcdCluster, ensure_etcd, free_ports
+from tests.control.etcd_cluster import EtcdCluster, free_ports
 from tests.control.test_store import fill
 from tests.control.topo import first, step
 from zonegate.control.etcd import EtcdStore, parse_etcd_url
@@ -21,15 +21,6 @@ from zonegate.errors import StoreError, StoreUnavailable, VersionConflict
 
 PROPAGATION: list[float] = []
 """Measured seconds from an append on one instance to wait_for waking on the other."""
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    reason = ensure_etcd()
-    if reason is not None:
-        pytest.skip(reason)
-    with EtcdCluster(tmp_path_factory.mktemp("etcd")) as c:
-        yield c
 
 
 @pytest.fixture

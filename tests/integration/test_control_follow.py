@@ -3,35 +3,16 @@ last good copy when the control plane is gone."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 import httpx
 import pytest
 
 from tests.integration.lbharness import Topo, start_lb
-from tests.peers.processes import start_process
-from zonegate.control.api import hash_token
+from tests.peers.processes import CONTROL_OPERATOR as OPERATOR
+from tests.peers.processes import start_control
 
 pytestmark = pytest.mark.timeout(90)
-
-READY = r"zonegate control ready: (?P<url>http://\S+) version (?P<version>\d+)"
-OPERATOR = "op-secret"
-
-
-def _start_control(tmp_path, topo_path):
-    tokens = tmp_path / "tokens.yaml"
-    tokens.write_text(
-        f"tokens:\n  - {{name: ops, role: operator, sha256: {hash_token(OPERATOR)}}}\n"
-    )
-    argv = [
-        sys.executable, "-m", "zonegate.control.server", str(topo_path),
-        "--store", f"sqlite://{tmp_path / 'control.db'}", "--listen", "127.0.0.1:0",
-        "--tokens", str(tokens),
-    ]  # fmt: skip
-    proc = start_process(argv, READY, timeout=20, env={"ZONEGATE_BUG_RAISE": "0"})
-    return proc, proc.match["url"]
-
 
 def _version_seen(lb) -> int:
     r = lb.request("GET", "/")
@@ -45,7 +26,7 @@ def test_lb_follows_control_versions_and_admin_states(backend_factory, tmp_path)
     topo.pool("web", [b1, b2])
     topo.listener("web")
     path = topo.write(tmp_path / "topology.yaml")
-    control, url = _start_control(tmp_path, path)
+    control, url = start_control(tmp_path, path)
     cache = tmp_path / "lb-cache.json"
     extra = ["--control", "http://127.0.0.1:1", "--control", url, "--control-cache", str(cache)]
     lb = start_lb(tmp_path, topo, extra=extra)

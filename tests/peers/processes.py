@@ -366,3 +366,32 @@ def start_backends(
             p.kill()
         raise
     return procs
+
+
+CONTROL_READY = r"zonegate control ready: (?P<url>http://\S+) version (?P<version>\d+)"
+CONTROL_OPERATOR = "op-secret"
+"""The operator token of `start_control`'s control planes (send it as Bearer)."""
+
+
+def start_control(
+    tmp_path: Path, topology: Path, store: str | None = None, *, timeout: float = 20
+) -> tuple[Proc, str]:
+    """Start `zonegate control` on a free port with one operator token
+    (`CONTROL_OPERATOR`) and anonymous reads; returns the process and its base URL.
+
+    `store` defaults to a SQLite file in `tmp_path`.
+    """
+    from zonegate.control.api import hash_token
+
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        f"tokens:\n  - {{name: ops, role: operator, sha256: {hash_token(CONTROL_OPERATOR)}}}\n"
+    )
+    argv = [
+        sys.executable, "-m", "zonegate.control.server", str(topology),
+        "--store", store or f"sqlite://{tmp_path / 'control.db'}",
+        "--listen", "127.0.0.1:0", "--tokens", str(tokens),
+    ]  # fmt: skip
+    proc = start_process(argv, CONTROL_READY, timeout=timeout, env={"ZONEGATE_BUG_RAISE": "0"})
+    assert proc.match is not None
+    return proc, proc.match["url"]

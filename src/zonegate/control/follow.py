@@ -1,6 +1,7 @@
 """The runtime side of the control plane: follow the desired state, keep the last good.
 
-A runtime (`zonegate lb --control URL`) runs one `ControlFollower`:
+A runtime (`zonegate lb`, `zonegate dns` or `zonegate httpdns` with `--control URL`)
+runs one `ControlFollower`, started by `start_following`:
 
     start ── GET /v1/state from the first URL that answers ──► apply, write the cache
       │        none answers: load the cache file (last good copy), apply it
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -35,6 +37,39 @@ BACKOFF_MIN = 0.1
 BACKOFF_MAX = 2.0
 
 Apply = Callable[[DesiredState], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlOptions:
+    """How a runtime follows the control plane (`--control`, `--control-cache`,
+    `--control-token`)."""
+
+    urls: tuple[str, ...] = ()
+    """Control plane base URLs, tried in order; empty: follow nothing, the file alone."""
+    cache: str | None = None
+    """The last good state's file, read when no control plane answers at start."""
+    token: str | None = None
+    """A read token (Bearer), if the control plane requires one."""
+
+
+NO_CONTROL = ControlOptions()
+"""Follow no control plane: the topology file alone."""
+
+
+async def start_following(opts: ControlOptions, on_state: Apply) -> ControlFollower | None:
+    """Follow the control plane when `opts.urls` is set: the first state (from the
+    control plane, else the cache) is applied before this returns, so a runtime that
+    awaits it serves its first request with the control plane's config.
+
+    Returns:
+        The running follower (stop it with `stop()`), or None without URLs.
+    """
+    if not opts.urls:
+        return None
+    follower = ControlFollower(opts.urls, on_state, cache_path=opts.cache, token=opts.token)
+    if not await follower.start():
+        log.warning("no control plane answered and no cache: serving the file's config")
+    return follower
 
 
 class ControlFollower:
@@ -146,14 +181,8 @@ class ControlFollower:
         path = self.cache_path
         if path is None:
             return
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                f.write(state.model_dump_json())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_cache_file(path, state.model_dump_json())
         except OSError as e:
             log.warning("cannot write control cache %s: %s", path, e)
 
@@ -166,3 +195,28 @@ class ControlFollower:
         except (OSError, ValueError) as e:
             log.warning("ignoring unreadable control cache %s: %s", path, e)
             return None
+
+
+def write_cache_file(path: str | os.PathLike[str], text: str) -> None:
+    """Write a last-good state file atomically: temp file, fsync, rename.
+
+    A crash (or a concurrent reader) sees the old file or the new one, never half of
+    one. Shared by `ControlFollower` and the client SDK (`zonegate.client`), so both
+    write the same format (the `DesiredState` JSON) the same way.
+
+    Raises:
+        OSError: the directory cannot be created or the file written.
+    """
+    target = Path(path)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

@@ -70,6 +70,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from zonegate import adminhttp
+from zonegate.control.follow import NO_CONTROL, ControlFollower, ControlOptions, start_following
+from zonegate.control.model import DesiredState
 from zonegate.dns.codec import (
     AXFR,
     BADVERS,
@@ -107,6 +109,7 @@ from zonegate.dns.codec import (
 )
 from zonegate.dns.model import ClientInfo, ZoneState
 from zonegate.dns.policy import GslbTable, SelectionState, compile_gslb, decide, explain
+from zonegate.dns.zoneadmin import overlay_admin
 from zonegate.dns.zonedata import (
     DEFAULT,
     MAX_CHAIN,
@@ -834,19 +837,36 @@ class DnsServer:
         self.last_reload_error = ""
         self.listen = ""
         self.admin = ""
+        self.admin_states: Mapping[str, str] = {}
+        """Zone admin states from the control plane (`--control`); empty: all enabled."""
+        self.control_version = 0
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- health
 
+    def zone_states(self) -> Mapping[str, ZoneState]:
+        """What the policy decides on: probed health, with admin-disabled zones down."""
+        probed = self.prober.states() if self.prober is not None else {}
+        return overlay_admin(probed, self.admin_states, self.control_version)
+
     def on_zone_change(self, zone: str, old: ZoneState, new: ZoneState) -> None:
         if self.prober is not None:
-            self.svc.health_changed(self.prober.states())
+            self.svc.health_changed(self.zone_states())
+
+    def apply_control(self, state: DesiredState) -> None:
+        """Follow a control plane version: its zone admin states (split maps are the
+        SDK's and HTTPDNS's business; DNS names are per zone already)."""
+        changed = dict(state.zones) != dict(self.admin_states)
+        self.admin_states = state.zones
+        self.control_version = state.version
+        if changed:
+            self.svc.health_changed(self.zone_states())
 
     def tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self.svc.now = loop.time()
         if self.prober is not None:
-            self.svc.health = self.prober.states()
+            self.svc.health = self.zone_states()
         loop.call_later(TICK, self.tick, loop)
 
     # -- reload
@@ -875,7 +895,7 @@ class DnsServer:
             self.tcp.idle = dns_cfg.tcp_idle
             self.svc.swap(compiled)
             if self.prober is not None:
-                self.svc.health = self.prober.states()
+                self.svc.health = self.zone_states()
             self.reloads_ok += 1
             msg = f"reloaded {self.path}: version {compiled.version}"
             log.info(msg)
@@ -915,9 +935,11 @@ class DnsServer:
                     "capacity": st.capacity,
                     "rtt": st.rtt,
                     "reason": st.reason,
+                    "admin": self.admin_states.get(name, "enabled"),
                 }
                 for name, st in states.items()
             },
+            "control_version": self.control_version,
             "responses": sum(svc.queries.values()),
             "rrl": {
                 "rate": svc.rrl.rate if svc.rrl else 0,
@@ -1039,13 +1061,19 @@ def _setup_logging() -> None:
         )
 
 
-def run_dns(path: str, listen: str | None = None, admin: str | None = None) -> int:
+def run_dns(
+    path: str,
+    listen: str | None = None,
+    admin: str | None = None,
+    control: ControlOptions = NO_CONTROL,
+) -> int:
     """Run `zonegate dns FILE` until SIGTERM/SIGINT; return the exit status.
 
     Args:
         path: The topology file.
         listen: 'HOST:PORT' for UDP and TCP (default `dns.listen`); port 0 picks one.
         admin: 'HOST:PORT' of the admin endpoint (default `dns.admin`, else none).
+        control: the control plane to follow for zone admin states (no URLs: none).
     """
     import uvloop
 
@@ -1067,11 +1095,15 @@ def run_dns(path: str, listen: str | None = None, admin: str | None = None) -> i
     except ValueError as e:
         print(f"zonegate dns: {e}", file=sys.stderr)
         return 2
-    return uvloop.run(_serve(path, compiled, where, admin_at))
+    return uvloop.run(_serve(path, compiled, where, admin_at, control))
 
 
 async def _serve(
-    path: str, compiled: Compiled, where: tuple[str, int], admin_at: tuple[str, int] | None
+    path: str,
+    compiled: Compiled,
+    where: tuple[str, int],
+    admin_at: tuple[str, int] | None,
+    control: ControlOptions,
 ) -> int:
     loop = asyncio.get_running_loop()
     server = DnsServer(path, compiled)
@@ -1080,13 +1112,15 @@ async def _serve(
     # Health known before the first answer: nothing is bound until this returns.
     await prober.first_round()
     prober.start()
-    server.svc.health = prober.states()
+    # The control plane's admin states too: the first answer already honours them.
+    follower = await start_following(control, server.apply_control)
+    server.svc.health = server.zone_states()
     server.tick(loop)
     try:
         udp, tcp, port = await _bind(server, *where)
     except OSError as e:
         print(f"zonegate dns: cannot listen on {_fmt(*where)}: {e}", file=sys.stderr)
-        await prober.stop()
+        await _stop(prober, follower)
         return 1
     server.listen = _fmt(where[0], port)
     admin_server = None
@@ -1099,7 +1133,7 @@ async def _serve(
             print(f"zonegate dns: cannot listen on {_fmt(*admin_at)}: {e}", file=sys.stderr)
             udp.close()
             tcp.close()
-            await prober.stop()
+            await _stop(prober, follower)
             return 1
         sockname = admin_server.sockets[0].getsockname()
         server.admin = _fmt(admin_at[0], sockname[1])
@@ -1111,7 +1145,8 @@ async def _serve(
     served = ", ".join(sorted(compiled.zones.domains)) or "none"
     print(
         f"zonegate dns ready: udp+tcp {server.listen}, admin {server.admin or 'off'}, "
-        f"version {compiled.version}, domains {served}, zones {zones}",
+        f"version {compiled.version}, domains {served}, zones {zones}"
+        + (f", control version {server.control_version}" if follower else ""),
         flush=True,
     )
     await stop.wait()
@@ -1120,8 +1155,14 @@ async def _serve(
     tcp.close()
     if admin_server is not None:
         admin_server.close()
-    await prober.stop()
+    await _stop(prober, follower)
     return 0
+
+
+async def _stop(prober: ZoneProber, follower: ControlFollower | None) -> None:
+    if follower is not None:
+        await follower.stop()
+    await prober.stop()
 
 
 def run_explain(

@@ -27,11 +27,10 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zonegate.control.follow import ControlFollower
+from zonegate.control.follow import NO_CONTROL, ControlOptions, start_following
 from zonegate.control.model import DesiredState
 from zonegate.errors import ConfigErrors
 from zonegate.lb.admin import AdminApp, start_admin
@@ -57,10 +56,8 @@ class LbOptions:
     workers: int = 1
     admin: HostPort | None = None
     drain_timeout: float = 30.0
-    control: tuple[str, ...] = ()
-    """Control plane URLs to follow (`--control`); empty: the file alone."""
-    control_cache: str | None = None
-    control_token: str | None = None
+    control: ControlOptions = NO_CONTROL
+    """The control plane to follow (`--control`); no URLs: the file alone."""
 
 
 def setup_logging(level: str = "INFO", worker: int | None = None) -> None:
@@ -133,20 +130,6 @@ def run_lb(opts: LbOptions) -> int:
     return uvloop.run(_run_supervisor(snapshot, opts))
 
 
-async def _start_follower(
-    opts: LbOptions, on_state: Callable[[DesiredState], None]
-) -> ControlFollower | None:
-    """Follow the control plane when `--control` is given (first state before serving)."""
-    if not opts.control:
-        return None
-    follower = ControlFollower(
-        opts.control, on_state, cache_path=opts.control_cache, token=opts.control_token
-    )
-    if not await follower.start():
-        log.warning("no control plane answered and no cache: serving the file's config")
-    return follower
-
-
 def _announce(
     snapshot: Snapshot, opts: LbOptions, admin: HostPort | None, version: int | None = None
 ) -> None:
@@ -184,7 +167,7 @@ async def _run_single(snapshot: Snapshot, opts: LbOptions) -> int:
         hub.apply_control(state.version, state.backends)
         worker.set_control_version(state.version)
 
-    follower = await _start_follower(opts, follow_state)
+    follower = await start_following(opts.control, follow_state)
     await worker.start()
 
     async def gather() -> dict[str, Any]:
@@ -376,7 +359,7 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
         for h in handles:
             h.send(("version", state.version))
 
-    follower = await _start_follower(opts, follow_state)
+    follower = await start_following(opts.control, follow_state)
     _announce(snapshot, opts, admin, hub.version)
     await stop.wait()
     stopping = True
