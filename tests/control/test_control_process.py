@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -177,3 +180,39 @@ def test_bad_topology_and_token_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     tokens.write_text("tokens: [{name: a, role: root, sha256: x}]\n")
     assert run_control(str(topo), store_url="memory://", token_file=str(tokens)) == 1
     assert "--tokens" in capsys.readouterr().err
+
+
+def test_sigterm_answers_open_long_polls_at_once(tmp_path: Path) -> None:
+    """A stop does not wait for long-polls: they get 304 and the process exits 0."""
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(json.dumps(TOPO_DATA))
+    argv = [
+        sys.executable, "-m", "zonegate.control.server", str(topo),
+        "--store", "memory://", "--listen", "127.0.0.1:0",
+    ]  # fmt: skip
+    proc = start_process(argv, READY, timeout=20, env={"ZONEGATE_BUG_RAISE": "0"})
+    assert proc.match is not None
+    url = proc.match["url"]
+    answers: list[int] = []
+
+    def poll() -> None:
+        r = httpx.get(f"{url}/v1/state", params={"since": 1, "timeout": 30}, timeout=40)
+        answers.append(r.status_code)
+
+    pollers = [threading.Thread(target=poll) for _ in range(3)]
+    for t in pollers:
+        t.start()
+    time.sleep(0.5)  # the long-polls are open
+    t0 = time.monotonic()
+    try:
+        proc.signal(signal.SIGTERM)
+        assert proc.proc is not None
+        assert proc.proc.wait(timeout=10) == 0
+        stopped = time.monotonic() - t0
+    finally:
+        proc.kill()
+    for t in pollers:
+        t.join(timeout=10)
+    print(f"\nstopped {stopped * 1000:.0f} ms after SIGTERM with 3 open long-polls")
+    assert answers == [304, 304, 304]
+    assert stopped < 3  # uvicorn would wait up to timeout_graceful_shutdown (5 s)

@@ -36,6 +36,7 @@ the query wins), recorded in the audit entry; 422 without one. A dry run needs n
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at
 # run time, and several name aliases local to `create_app`.
 
+import asyncio
 import enum
 import hashlib
 import hmac
@@ -324,6 +325,25 @@ def create_app(
     async def _unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
         return JSONResponse({"detail": f"store unavailable: {exc}"}, status_code=503)
 
+    stopping = asyncio.Event()
+    app.state.stopping = stopping
+    """Set when the server stops: open long-polls answer 304 at once, so a stop does
+    not wait for them and the runtimes move to another control plane."""
+
+    async def _wait_newer(since: int, seconds: float) -> DesiredState | None:
+        if stopping.is_set():
+            return None
+        waiting = asyncio.ensure_future(store.wait_for(since, seconds))
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait((waiting, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not waiting.done():  # stopping
+            waiting.cancel()
+            return None
+        return waiting.result()
+
     async def _latest() -> DesiredState:
         state = await store.latest()
         if state is None:
@@ -413,7 +433,7 @@ def create_app(
         (304 with `X-Zonegate-Version` and no body after `timeout`)."""
         if since is None:
             return _state_response(await _latest())
-        state = await store.wait_for(since, timeout)
+        state = await _wait_newer(since, timeout)
         if state is None:
             latest = await _latest()
             return Response(status_code=304, headers={VERSION_HEADER: str(latest.version)})

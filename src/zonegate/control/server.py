@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import time
+from types import FrameType
 
 from zonegate.control import service
 from zonegate.control.api import TokenTable, create_app, load_tokens
@@ -193,10 +194,20 @@ async def _serve(
         lifespan="off",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    loop = asyncio.get_running_loop()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # Open long-polls answer now instead of holding the stop up to the
+            # graceful-shutdown timeout.
+            loop.call_soon_threadsafe(app.state.stopping.set)
+
+    server = Server(config)
 
     def stop(_signum: int, _frame: object) -> None:
         server.should_exit = True
+        loop.call_soon_threadsafe(app.state.stopping.set)
 
     # uvicorn installs its own SIGTERM/SIGINT handlers while serving, and re-raises the
     # signal it caught under the handlers it found once it has shut down gracefully:
