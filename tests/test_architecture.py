@@ -32,9 +32,11 @@ PURE_MODULES = [
     "dns/zoneadmin.py",
     "control/model.py",
     "control/service.py",
+    "control/fleet.py",
     "health/machine.py",
     "lb/http1.py",
     "lb/router.py",
+    "lab/outage.py",
 ]
 
 FORBIDDEN = {

@@ -19,6 +19,7 @@ from zonegate.control.api import (
     hash_token,
     load_tokens,
 )
+from zonegate.control.fleet import LbReport, ZoneReport
 from zonegate.control.model import AuditEntry, DesiredState, SetSplit
 from zonegate.control.store import MemoryStore
 
@@ -76,6 +77,7 @@ async def test_openapi_documents_every_endpoint(client: httpx.AsyncClient) -> No
         "/v1/split/{domain}",
         "/v1/cutover/{domain}",
         "/v1/restore/{domain}",
+        "/v1/zones",
         "/v1/zones/{zone}/{action}",
         "/v1/pools/{pool}/backends/{backend}/{action}",
         "/v1/rollback",
@@ -178,6 +180,34 @@ async def test_dry_run_writes_nothing(client: httpx.AsyncClient, store: MemorySt
     latest = await store.latest()
     assert latest is not None
     assert latest.version == 1
+
+
+async def test_dry_run_weighs_shares_by_reported_rates(store: MemoryStore) -> None:
+    """With LB reports, a zone that carries 3x the requests per bucket weighs 3x."""
+    reported = {
+        "changping": ZoneReport("changping", lb=LbReport(reachable=True, at=1.0, rate=300.0)),
+        "yanqing": ZoneReport("yanqing", lb=LbReport(reachable=True, at=1.0, rate=100.0)),
+    }
+    app = create_app(TOPO, store, TOKENS, reports=lambda: reported)
+    async with _client(app) as c:
+        r = await c.post(
+            f"/v1/cutover/{API}", json={"to": "yanqing"}, params={"dry_run": "true"}, headers=OP
+        )
+        assert r.status_code == 200, r.text
+        dry = r.json()
+        assert dry["rates"] == {"changping": 300.0, "yanqing": 100.0}
+        assert dry["before"][API] == {"changping": 0.75, "yanqing": 0.25}
+        assert dry["after"][API] == {"changping": 0.0, "yanqing": 1.0}
+
+        zones = (await c.get("/v1/zones", headers=READ)).json()
+        assert zones["polled"] is True
+        assert zones["zones"]["changping"]["lb"]["rate"] == 300.0
+        assert zones["zones"]["yanqing"]["vip_owner"] is None
+
+
+async def test_zones_without_a_poller(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/zones", headers=READ)
+    assert r.json() == {"polled": False, "zones": {}}
 
 
 async def test_dry_run_still_rejects(client: httpx.AsyncClient) -> None:

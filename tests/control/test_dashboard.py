@@ -117,7 +117,13 @@ def test_dashboard_cutover_in_chromium(tmp_path: Path) -> None:
                 page.get_by_test_id("zone-yanqing").wait_for()
                 assert page.get_by_test_id("version").inner_text() == "1"
                 assert page.get_by_test_id("zone-state-changping").inner_text() == "enabled"
-                assert "not reported yet" in page.get_by_test_id("zone-health-yanqing").inner_text()
+                # The control plane polls each zone's LB admin endpoint; none runs here.
+                page.wait_for_function(
+                    "document.querySelector('[data-testid=\"zone-health-yanqing\"]')"
+                    ".textContent.includes('LB unreachable')"
+                )
+                health = page.get_by_test_id("backend-health-web-cp-cp-1").inner_text()
+                assert health == "not reported"
                 assert page.get_by_test_id("backend-web-cp-cp-1").is_visible()
                 assert page.get_by_test_id("history-1").is_visible()
 
@@ -135,6 +141,7 @@ def test_dashboard_cutover_in_chromium(tmp_path: Path) -> None:
                 dialog.wait_for(state="visible")
                 assert page.get_by_test_id(f"after-{API}-changping").inner_text() == "0.0%"
                 assert page.get_by_test_id(f"after-{API}-yanqing").inner_text() == "100.0%"
+                assert "range widths" in page.get_by_test_id("shares-basis").inner_text()
                 assert (
                     "changping [0,50) -> [0,0)" in page.get_by_test_id("confirm-diff").inner_text()
                 )

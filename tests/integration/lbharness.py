@@ -299,10 +299,11 @@ def start_lb(
     listener: str = "http",
     extra: Sequence[str] = (),
     timeout: float = 20.0,
+    admin_port: int | None = None,
 ) -> Lb:
     """Write `topo` to tmp_path and start `zonegate lb` on it; wait for its ready line."""
     path = topo.write(tmp_path / "topology.yaml")
-    admin_port = free_port()
+    admin_port = admin_port or free_port()
     argv = [
         sys.executable,
         "-m",

@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.lbharness import Topo, start_lb
 from tests.peers.processes import CONTROL_OPERATOR as OPERATOR
-from tests.peers.processes import start_control
+from tests.peers.processes import free_port, start_control
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -25,11 +25,13 @@ def test_lb_follows_control_versions_and_admin_states(backend_factory, tmp_path)
     topo = Topo()
     topo.pool("web", [b1, b2])
     topo.listener("web")
+    admin_port = free_port()
+    topo.doc["zones"]["z1"]["lb_admin"] = f"127.0.0.1:{admin_port}"
     path = topo.write(tmp_path / "topology.yaml")
     control, url = start_control(tmp_path, path)
     cache = tmp_path / "lb-cache.json"
     extra = ["--control", "http://127.0.0.1:1", "--control", url, "--control-cache", str(cache)]
-    lb = start_lb(tmp_path, topo, extra=extra)
+    lb = start_lb(tmp_path, topo, extra=extra, admin_port=admin_port)
     try:
         assert _version_seen(lb) == 1
 
@@ -54,6 +56,19 @@ def test_lb_follows_control_versions_and_admin_states(backend_factory, tmp_path)
         served = {lb.request("GET", "/").headers["x-backend"] for _ in range(20)}
         assert served == {"f2"}
         assert cache.exists()
+
+        # The control plane polls the LB's admin /status every second: it reports
+        # the version the LB runs, its backends and its request rate.
+        deadline = time.monotonic() + 5
+        while True:
+            zone = httpx.get(f"{url}/v1/zones", timeout=5).json()["zones"]["z1"]["lb"]
+            if zone["version"] == 2 and zone["rate"] is not None:
+                break
+            assert time.monotonic() < deadline, zone
+            time.sleep(0.2)
+        assert zone["reachable"] is True
+        assert (zone["healthy"], zone["total"]) == (1, 2)
+        assert zone["rate"] >= 0
 
         # The control plane dies: the LB keeps serving what it has.
         control.kill()

@@ -43,7 +43,7 @@ import hmac
 import os
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -53,7 +53,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from zonegate.control import service
+from zonegate.control import fleet, service
+from zonegate.control.fleet import ZoneReport
 from zonegate.control.model import (
     AdminState,
     AuditEntry,
@@ -248,6 +249,7 @@ def create_app(
     tokens: TokenTable | Sequence[TokenEntry] | None,
     *,
     clock: Callable[[], float] = time.time,
+    reports: Callable[[], Mapping[str, ZoneReport]] | None = None,
 ) -> FastAPI:
     """The control plane's FastAPI app.
 
@@ -257,6 +259,9 @@ def create_app(
         tokens: The token table (or its entries). None or empty: reads are
             anonymous and every write is refused with 401.
         clock: Unix time in seconds, recorded in audit entries.
+        reports: The runtimes' latest reports per zone (`fleet_poll.FleetPoller`):
+            served at `/v1/zones` and used as request rates by dry runs. None: no
+            reports (dry runs predict from range widths).
 
     Returns:
         The app; serve it with uvicorn (`zonegate.control.server`).
@@ -344,6 +349,9 @@ def create_app(
             return None
         return waiting.result()
 
+    def _rates() -> Mapping[str, float] | None:
+        return None if reports is None else fleet.rates(reports())
+
     async def _latest() -> DesiredState:
         state = await store.latest()
         if state is None:
@@ -385,7 +393,9 @@ def create_app(
             state = await _latest()
             lookup = await _lookup(change)
             if dry_run:
-                return service.dry_run(state, change, topo=topo, history_lookup=lookup)
+                return service.dry_run(
+                    state, change, topo=topo, rates=_rates(), history_lookup=lookup
+                )
             new, audit = service.apply(
                 state, change, topo=topo, who=who.name, why=reason, now=clock(),
                 history_lookup=lookup,
@@ -413,6 +423,14 @@ def create_app(
         """Liveness: the store answers; no token needed."""
         state = await store.latest()
         return Health(version=state.version if state is not None else None)
+
+    @app.get("/v1/zones", tags=["read"], responses=_ERRORS)
+    async def get_zones(_who: Reader) -> dict[str, Any]:
+        """What the runtimes report per zone, polled every second: the LB's reachability,
+        healthy and total backends, requests in flight and per second, the config
+        version it runs; the VRRP instances' states and the VIP owner."""
+        found = reports() if reports is not None else {}
+        return {"polled": reports is not None, "zones": {z: r.to_json() for z, r in found.items()}}
 
     @app.get(
         "/v1/state",

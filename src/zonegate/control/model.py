@@ -190,6 +190,9 @@ class DryRun(_Model):
     """The same, once the change is applied."""
     diff: list[str]
     """What would change, as in `AuditEntry.diff`."""
+    rates: dict[str, float] = {}
+    """Requests per second per zone, as the LBs reported them, that the shares are
+    weighted by; empty: the shares are range widths alone."""
 
 
 __all__ = [

@@ -30,6 +30,7 @@ from types import FrameType
 
 from zonegate.control import service
 from zonegate.control.api import TokenTable, create_app, load_tokens
+from zonegate.control.fleet_poll import FleetPoller
 from zonegate.control.store import MemoryStore, Store
 from zonegate.errors import ConfigErrors, StoreError, VersionConflict
 from zonegate.topology.load import load_topology
@@ -184,7 +185,9 @@ async def _serve(
         print(f"zonegate control: store {store_url}: {e}", file=sys.stderr)
         await store.close()
         return 2
-    app = create_app(topo, store, tokens)
+    poller = FleetPoller(topo)
+    poller.start()
+    app = create_app(topo, store, tokens, reports=lambda: poller.reports)
     config = uvicorn.Config(
         app,
         host=address[0],
@@ -231,6 +234,7 @@ async def _serve(
         )
         await task
     finally:
+        await poller.stop()
         await store.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

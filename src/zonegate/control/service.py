@@ -196,7 +196,13 @@ def dry_run(
             after[domain] = shares(split, split)
         else:
             after[domain] = shares(old, split, _rates_for(domain, rates))
-    return DryRun(version=state.version, before=before, after=after, diff=diff(state, new))
+    return DryRun(
+        version=state.version,
+        before=before,
+        after=after,
+        diff=diff(state, new),
+        rates=dict(rates or {}),
+    )
 
 
 def shares(

@@ -274,6 +274,7 @@ class HealthHub:
                 "plan": st.reason if st else "",
                 "capacity": pool.capacity,
                 "inflight": sum(inflight),
+                "responses": ps.get("latency_count", 0),
                 "backends": backends,
             }
         return out

@@ -1,13 +1,15 @@
 // zonegate control dashboard: plain JS, no build step.
 //
 // Reads GET /v1/state and /v1/history, then long-polls /v1/state?since=V to follow
-// every new version. Every write first asks the API for a dry run (?dry_run=true),
+// every new version; GET /v1/zones every 2 s for what the runtimes report (LB health,
+// request rate, the version each LB runs, the VIP owner). Every write first asks the API for a dry run (?dry_run=true),
 // shows the predicted shares in a confirmation dialog, then writes with the reason
 // the operator typed. The token is kept in sessionStorage (this tab only).
 "use strict";
 
 const TOKEN_KEY = "zonegate.token";
 const POLL_TIMEOUT = 25; // seconds the server holds a long-poll
+const REPORTS_EVERY = 2000; // ms between reads of /v1/zones
 const PALETTE = ["#2f6fdb", "#e07b13", "#1f9d55", "#b83280", "#6b46c1", "#c53030", "#0f766e"];
 
 const ui = {
@@ -15,6 +17,7 @@ const ui = {
   history: [],
   pollAbort: null,
   pending: null, // the write the dialog is confirming
+  reports: null, // GET /v1/zones: {polled, zones: {zone: {lb, vip_owner, split_brain, vrrp}}}
 };
 
 const $ = (id) => document.getElementById(id);
@@ -157,14 +160,53 @@ function renderZones(state) {
         { class: "card zone", "data-testid": `zone-${zone}`, style: `--zone-color: ${zoneColor(zone)}` },
         el("h3", {}, el("span", { class: "swatch", "aria-hidden": "true" }), zone),
         el("p", {}, "admin: ", adminBadge(admin, `zone-state-${zone}`)),
-        el("p", { class: "muted small", "data-testid": `zone-health-${zone}` },
-          "VIP owner / health: not reported yet"),
+        zoneHealth(zone, state.version),
         el("p", { class: "small" },
           cutIn.length ? `serves: ${cutIn.join(", ")}` : "serves no split range"),
         adminButtons("zone", `/v1/zones/${encodeURIComponent(zone)}`, admin, zone, `zone-${zone}`),
       ),
     );
   }
+}
+
+function zoneHealth(zone, version) {
+  const p = (cls, text) => el("p", { class: `small ${cls}`, "data-testid": `zone-health-${zone}`, text });
+  const report = ui.reports && ui.reports.zones[zone];
+  if (!report) return p("muted", "health: not reported yet");
+  const parts = [];
+  const lb = report.lb;
+  let cls = "";
+  if (!lb) {
+    parts.push("LB: no lb_admin to poll");
+    cls = "muted";
+  } else if (!lb.reachable) {
+    parts.push(`LB unreachable (${lb.error})`);
+    cls = "bad";
+  } else {
+    parts.push(`LB up: ${lb.healthy}/${lb.total} backends available`);
+    if (lb.rate !== null) parts.push(`${lb.rate.toFixed(1)} req/s`);
+    if (lb.version !== null) parts.push(lb.version === version ? `runs v${lb.version}` : `runs v${lb.version} (behind)`);
+    if (lb.healthy === 0) cls = "bad";
+  }
+  if (report.split_brain) {
+    parts.push("VIP: split brain, several masters");
+    cls = "bad";
+  } else if (report.vip_owner) {
+    parts.push(`VIP owner: ${report.vip_owner}`);
+  } else if (report.vrrp.length) {
+    parts.push("VIP owner: none");
+    cls = "bad";
+  }
+  return p(cls, parts.join(" · "));
+}
+
+function backendHealth(pool, backend) {
+  if (!ui.reports) return "not reported";
+  for (const report of Object.values(ui.reports.zones)) {
+    const word = report.lb && report.lb.backends && report.lb.backends[pool] && report.lb.backends[pool][backend];
+    if (word) return word;
+  }
+  return "not reported";
 }
 
 function renderSplits(state) {
@@ -271,6 +313,7 @@ function renderPools(state) {
         el("tr", { "data-testid": `backend-${pool}-${backend}` },
           el("th", { scope: "row", text: backend }),
           el("td", {}, adminBadge(admin, `backend-state-${pool}-${backend}`)),
+          el("td", { class: "small", "data-testid": `backend-health-${pool}-${backend}`, text: backendHealth(pool, backend) }),
           el("td", {}, adminButtons("backend", path, admin, `${pool}/${backend}`, `backend-${pool}-${backend}`)),
         ),
       );
@@ -282,9 +325,9 @@ function renderPools(state) {
           el("thead", {}, el("tr", {},
             el("th", { scope: "col", text: "backend" }),
             el("th", { scope: "col", text: "admin" }),
+            el("th", { scope: "col", text: "health" }),
             el("th", { scope: "col", text: "actions" }))),
           rows),
-        el("p", { class: "muted small", text: "health: not reported yet" }),
       ),
     );
   }
@@ -352,7 +395,11 @@ function sharesTable(dry) {
     }
   }
   table.append(body);
-  return table;
+  const rates = Object.entries(dry.rates || {});
+  const basis = rates.length
+    ? `weighted by the request rates the LBs report now: ${rates.map(([z, r]) => `${z} ${r.toFixed(1)} req/s`).join(", ")}`
+    : "from range widths (no LB reports request rates)";
+  return el("div", {}, table, el("p", { class: "muted small", "data-testid": "shares-basis", text: basis }));
 }
 
 // --- writes ---------------------------------------------------------------------
@@ -463,6 +510,22 @@ async function follow() {
   }
 }
 
+async function followReports() {
+  for (;;) {
+    try {
+      const { data } = await api("GET", "/v1/zones");
+      ui.reports = data.polled ? data : null;
+      if (ui.state) {
+        renderZones(ui.state);
+        renderPools(ui.state);
+      }
+    } catch (err) {
+      // the state long-poll reports connection problems; keep the last reports
+    }
+    await new Promise((resolve) => setTimeout(resolve, REPORTS_EVERY));
+  }
+}
+
 function init() {
   $("token-input").value = token();
   $("token-form").addEventListener("submit", (event) => {
@@ -478,6 +541,7 @@ function init() {
     $("confirm").close();
   });
   follow();
+  followReports();
 }
 
 document.addEventListener("DOMContentLoaded", init);
