@@ -14,10 +14,10 @@ import pytest
 
 from tests.control.etcd_cluster import EtcdCluster, free_ports
 from tests.control.test_store import fill
-from tests.control.topo import first, step
+from tests.control.topo import step
 from zonegate.control.etcd import EtcdStore, parse_etcd_url
 from zonegate.control.server import StoreUrlError, open_store
-from zonegate.errors import StoreError, StoreUnavailable, VersionConflict
+from zonegate.errors import StoreUnavailable, VersionConflict
 
 PROPAGATION: list[float] = []
 """Measured seconds from an append on one instance to wait_for waking on the other."""
@@ -45,26 +45,8 @@ async def other(cluster: EtcdCluster, prefix: str) -> AsyncIterator[EtcdStore]:
     await s.close()
 
 
-# --- contract -----------------------------------------------------------------------
-
-
-async def test_empty_store(store: EtcdStore) -> None:
-    assert await store.latest() is None
-    assert await store.get(1) is None
-    assert await store.history() == []
-    assert await store.wait_for(0, timeout=0.01) is None
-
-
-async def test_append_latest_get_history(store: EtcdStore) -> None:
-    versions = await fill(store, 5)
-    assert await store.latest() == versions[-1][0]
-    for state, _ in versions:
-        assert await store.get(state.version) == state
-    assert await store.get(0) is None
-    assert await store.get(6) is None
-    assert await store.history() == [a for _, a in versions]
-    assert [a.version for a in await store.history(since=2, limit=2)] == [3, 4]
-    assert await store.history(since=5) == []
+# The Store contract runs on etcd too: tests/control/test_store.py. Here: what only
+# etcd does (two instances, watch, members).
 
 
 async def test_history_orders_by_number_past_nine(store: EtcdStore) -> None:
@@ -73,53 +55,7 @@ async def test_history_orders_by_number_past_nine(store: EtcdStore) -> None:
     assert await store.latest() == versions[-1][0]
 
 
-async def test_stale_version_is_a_conflict(store: EtcdStore) -> None:
-    versions = await fill(store, 2)
-    state, audit = step(versions[0][0])
-    with pytest.raises(VersionConflict) as info:
-        await store.append(state, audit, expected_version=1)
-    assert (info.value.expected, info.value.latest) == (1, 2)
-    assert isinstance(info.value, StoreError)
-    assert await store.latest() == versions[1][0]
-
-
-async def test_first_append_must_expect_zero(store: EtcdStore) -> None:
-    await fill(store, 1)
-    with pytest.raises(VersionConflict) as info:
-        await store.append(*first(), expected_version=0)
-    assert (info.value.expected, info.value.latest) == (0, 1)
-
-
-async def test_mismatched_versions_are_misuse(store: EtcdStore) -> None:
-    state, audit = first()
-    with pytest.raises(ValueError, match="does not follow"):
-        await store.append(state, audit, expected_version=3)
-    with pytest.raises(ValueError, match=r"limit must be in 1\.\.1000"):
-        await store.history(limit=0)
-    assert await store.latest() is None
-
-
-async def test_wait_for_answers_at_once_and_times_out(store: EtcdStore) -> None:
-    versions = await fill(store, 3)
-    assert await store.wait_for(1, timeout=5) == versions[-1][0]
-    started = time.monotonic()
-    assert await store.wait_for(3, timeout=0.1) is None
-    assert 0.09 < time.monotonic() - started < 1.5
-
-
-async def test_wait_for_wakes_on_append(store: EtcdStore) -> None:
-    (v1, _), *_ = await fill(store, 1)
-    waiters = [asyncio.create_task(store.wait_for(1, timeout=10)) for _ in range(3)]
-    await asyncio.sleep(0.1)
-    assert not any(w.done() for w in waiters)
-    v2, audit = step(v1)
-    started = time.monotonic()
-    await store.append(v2, audit, expected_version=1)
-    assert await asyncio.gather(*waiters) == [v2, v2, v2]
-    assert time.monotonic() - started < 1
-
-
-async def test_two_appenders_racing_exactly_one_wins_per_version(
+async def test_two_instances_racing_exactly_one_wins_per_version(
     store: EtcdStore, other: EtcdStore
 ) -> None:
     await fill(store, 1)
@@ -136,13 +72,6 @@ async def test_two_appenders_racing_exactly_one_wins_per_version(
         assert sum(isinstance(r, VersionConflict) for r in results) == 1
     history = await other.history()
     assert [a.version for a in history] == list(range(1, 12))
-
-
-async def test_closed_store_is_unavailable(store: EtcdStore) -> None:
-    await store.close()
-    with pytest.raises(StoreUnavailable, match="closed"):
-        await store.latest()
-    await store.close()
 
 
 async def test_close_wakes_waiters(store: EtcdStore) -> None:

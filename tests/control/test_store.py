@@ -1,30 +1,38 @@
-"""The Store contract (MemoryStore and SQLiteStore), and what only SQLite does."""
+"""The Store contract (MemoryStore, SQLiteStore, EtcdStore on a real cluster), and what
+only SQLite does."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.control.topo import first, step
+from zonegate.control.etcd import EtcdStore
 from zonegate.control.model import AuditEntry, DesiredState
 from zonegate.control.sqlite import SQLiteStore
 from zonegate.control.store import MemoryStore, Store
 from zonegate.errors import StoreError, StoreUnavailable, VersionConflict
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "etcd"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    # A long poll interval: an in-process append must wake waiters by itself.
-    s: Store = (
-        MemoryStore()
-        if request.param == "memory"
-        else SQLiteStore(tmp_path / "c.db", poll_interval=30)
-    )
+    # A long poll interval: an append must wake waiters by itself (or by etcd's watch).
+    s: Store
+    if request.param == "memory":
+        s = MemoryStore()
+    elif request.param == "sqlite":
+        s = SQLiteStore(tmp_path / "c.db", poll_interval=30)
+    else:  # a real 3-member cluster (tests/control/conftest.py), a fresh key prefix
+        cluster = request.getfixturevalue("cluster")
+        s = EtcdStore(
+            cluster.endpoints, prefix=f"/zonegate-test/{uuid.uuid4().hex}/", poll_interval=30
+        )
     yield s
     await s.close()
 
