@@ -11,9 +11,12 @@ ZonegateError
 ├── TransportError           raised only by shells
 │   ├── TimeoutException → ConnectTimeout / ReadTimeout
 │   └── NetworkError → ConnectError / ReadError
-└── StoreError               the control plane's store failed
-    ├── VersionConflict      an append raced another writer (stale expected version)
-    └── StoreUnavailable     the store cannot be reached
+├── StoreError               the control plane's store failed
+│   ├── VersionConflict      an append raced another writer (stale expected version)
+│   └── StoreUnavailable     the store cannot be reached
+└── ClientError              the client SDK failed (zonegate.client._exceptions)
+    ├── ConfigUnavailable    no split config: no control plane, no cache, no seed
+    └── ResolveError         a zone domain has no address (also an httpx.ConnectError)
 ```
 
 Expected bad outcomes (no healthy backend, a dropped packet) are return values, not
