@@ -1,25 +1,29 @@
 """`zonegate demo`: its pure parts (ports, layout, budgets), then whole runs as processes.
 
-The whole runs start real backends and LBs on loopback; they check the exit status,
-the JSON report, and that no process the demo started outlives it (the PIDs are
-collected both from the report and by watching the demo's children while it runs).
+The whole runs start real backends, LBs, DNS, HTTPDNS and the control plane on
+loopback; they check the exit status, the JSON and HTML reports, and that no process
+the demo started outlives it (the PIDs are collected both from the report and by
+watching the demo's children while it runs). With ZONEGATE_UPDATE_SCREENSHOTS=1 the
+quick run's report.html is also shot in headless Chromium into docs/demo-report.png.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
-import zlib
 from pathlib import Path
 
 import psutil
 import pytest
 
+from zonegate.balance.shard import zone_for
 from zonegate.lab import demo
 from zonegate.lab.demo import (
     Budget,
@@ -37,7 +41,16 @@ from zonegate.topology.types import HostPort
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "two-zones.yaml"
-STEP_NAMES = ["baseline", "kill-one", "drain", "kill-all", "restore", "final"]
+STEP_NAMES = [
+    "baseline",
+    "kill-one",
+    "drain",
+    "kill-all",
+    "kill-lb",
+    "cutover",
+    "restore",
+    "final",
+]
 
 
 # --- pure parts ---------------------------------------------------------------------
@@ -78,6 +91,9 @@ def test_rewrite_topology_moves_every_address(tmp_path):
     )
     assert new.pools["web-cp"].backends[0].address == HostPort("127.0.0.1", 9101)
     assert new.zones["yanqing"].lb_admin == HostPort("127.0.0.1", 10902)
+    assert new.dns.listen == HostPort("127.0.0.1", 6353)
+    assert new.dns.admin == HostPort("127.0.0.1", 10953)
+    assert new.dns.httpdns_listen == HostPort("127.0.0.1", 9053)
     # Everything else is unchanged.
     assert new.pools["web-cp"].health == topo.pools["web-cp"].health
     assert new.split == topo.split
@@ -87,7 +103,15 @@ def test_layout_of_the_example():
     layout = plan_layout(load_topology(EXAMPLE), EXAMPLE)
 
     scn = layout.scenario
-    assert (scn.zone, scn.home, scn.backup) == ("changping", "web-cp", "web-yq")
+    assert (scn.zone, scn.home, scn.backup, scn.other) == (
+        "changping",
+        "web-cp",
+        "web-yq",
+        "yanqing",
+    )
+    assert scn.host == "api.example.test"
+    assert (layout.dns.port, layout.dns_admin.port, layout.httpdns.port) == (5353, 9953, 8053)
+    assert layout.control == HostPort("127.0.0.1", 9900)
     assert (scn.kill_one, scn.drain) == ("cp-3", "cp-2")
     assert [b.name for b in layout.backends] == ["cp-1", "cp-2", "cp-3", "yq-1", "yq-2", "yq-3"]
     assert [(lb.zone, lb.bind.port, lb.admin.port) for lb in layout.lbs] == [
@@ -98,15 +122,19 @@ def test_layout_of_the_example():
     assert [s.name for s in demo.default_steps(scn, quick=True)] == STEP_NAMES
 
 
-def test_device_ids_follow_the_split_map():
-    topo = load_topology(EXAMPLE)
-    split = topo.split["api.example.test"]
-    ids = demo.device_ids(topo, "api.example.test", "yanqing", ["changping", "yanqing"], 50)
+def test_population_spreads_over_the_zones_by_the_shard_hash():
+    split = load_topology(EXAMPLE).split["api.example.test"]
+    ids = demo.population(2000)
 
-    assert len(ids) == len(set(ids)) == 50
-    for dev in ids:
-        h = zlib.crc32(dev.encode()) % split.sharding
-        assert split.zones["yanqing"].lower <= h < split.zones["yanqing"].upper
+    assert len(ids) == len(set(ids)) == 2000
+    zones = [zone_for(dev, split)[0] for dev in ids]
+    # 50/50 split: each zone gets about half of the devices.
+    assert 850 < zones.count("changping") < 1150
+
+
+def test_the_example_addresses_include_the_gslb():
+    ports = sorted(a.port for a in demo.topology_addresses(load_topology(EXAMPLE)))
+    assert ports == [5353, 8053, 8080, 8090, 8101, 8102, 8103, 8201, 8202, 8203, 9901, 9902, 9953]
 
 
 def test_layout_refuses_addresses_off_loopback(tmp_path):
@@ -245,11 +273,14 @@ def _report_pids(report: dict) -> set[int]:
 
 @pytest.mark.timeout(150)
 def test_quick_demo_meets_every_budget(tmp_path):
-    report_path = tmp_path / "tmp" / "report.json"
-
-    proc, out, seen = _run_demo(["--quick", "--report", str(report_path)], tmp_path)
+    proc, out, seen = _run_demo(["--quick"], tmp_path)
 
     assert proc.returncode == 0, out
+    # By default both reports go to the run directory, and the demo says where.
+    run_dir = tmp_path / "run"
+    report_path, html_path = run_dir / "report.json", run_dir / "report.html"
+    assert str(report_path) in out
+    assert str(html_path) in out
     report = json.loads(report_path.read_text())
     assert report["ok"] is True
     assert [s["name"] for s in report["steps"]] == STEP_NAMES
@@ -258,46 +289,155 @@ def test_quick_demo_meets_every_budget(tmp_path):
         assert step["requests"] > 100
         assert step["failed_counted"] == 0
     by_name = {s["name"]: s for s in report["steps"]}
+    # The GSLB answered as the client routes.
+    assert {c["name"]: c["ok"] for c in by_name["baseline"]["checks"]} == {
+        "httpdns agrees": True,
+        "dns answers": True,
+        "every backend answers": True,
+    }
     # The backup pool answered changping's clients while web-cp was down.
     spilled = by_name["kill-all"]["answered"]["changping"]
     assert sum(n for b, n in spilled.items() if b.startswith("yq-")) > 0
-    # The drained backend took nothing new; the restored ones took traffic again.
+    # kill-lb: changping's devices moved to yanqing's LB in the client, losing nothing.
+    kill_lb = by_name["kill-lb"]
+    assert kill_lb["routes"]["changping"].get("yanqing", 0) > 0
+    assert kill_lb["failovers"] > 0
+    assert kill_lb["recover_s"] is not None
+    assert kill_lb["recover_s"] <= kill_lb["budget"]["max_recover_s"]
+    moved = next(c for c in kill_lb["checks"] if c["name"] == "changping's devices on yanqing")
+    assert moved["ok"], moved
+    # cutover: once the client follows the new version, everything goes to yanqing.
+    cutover = by_name["cutover"]
+    assert cutover["detect_s"] is not None
+    after = next(c for c in cutover["checks"] if c["name"] == "all traffic on yanqing")
+    assert after["ok"], after
+    versions = [v["version"] for v in report["versions"]]
+    assert versions == sorted(versions)
+    assert len(versions) >= 4
+    # The drained backend took nothing new; the restored ones took traffic again, and
+    # the split is back: each zone serves its own devices.
     assert by_name["restore"]["recover_s"] is not None
     assert set(by_name["final"]["answered"]["changping"]) == {"cp-1", "cp-2", "cp-3"}
-    # Every backend, both LBs, and the three restarted backends: 11 processes.
+    assert by_name["final"]["routes"] == {
+        "changping": {"changping": by_name["final"]["routes"]["changping"]["changping"]},
+        "yanqing": {"yanqing": by_name["final"]["routes"]["yanqing"]["yanqing"]},
+    }
+    # The timeline covers the run, both zones.
+    tl = report["timeline"]
+    assert set(tl["ok"]) == {"changping", "yanqing"}
+    assert sum(tl["ok"]["changping"]) > 0
+    assert sum(tl["errors"]["changping"]) == 0
+    # Six backends, control, dns, httpdns, two LBs; the three restarted backends and
+    # the restarted LB: 15 PIDs.
     pids = _report_pids(report)
-    assert len(pids) >= 11
+    assert len(pids) >= 15
+    assert set(report["processes"]) >= {"control", "dns", "httpdns", "lb changping", "cp-1"}
     assert seen <= pids  # the report names every process the demo started
     _assert_no_leftovers(pids | seen)
     assert "every budget met" in out
-    assert (tmp_path / "run" / "lb-changping.log").is_file()
+    for log in ("lb-changping.log", "control.log", "dns.log", "httpdns.log"):
+        assert (run_dir / log).is_file()
+
+    page = html_path.read_text()
+    assert "<svg" in page
+    assert "<script" not in page
+    for name in STEP_NAMES:
+        assert f'data-step="{name}"' in page
+    assert page.count('class="fault"') == 5  # kill-one, drain, kill-all, kill-lb, cutover
+    _screenshot(html_path, tmp_path)
+
+
+def _screenshot(html_path: Path, tmp_path: Path) -> None:
+    """Shoot the report in headless Chromium; copy it to docs/ on request."""
+    if os.environ.get("ZONEGATE_UPDATE_SCREENSHOTS") != "1":
+        return
+    from tests.control.test_dashboard import CHROMIUM_ARGS, _chromium
+
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    chromium = _chromium()
+    shot = tmp_path / "demo-report.png"
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS, timeout=30_000
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.goto(html_path.as_uri())
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    shutil.copyfile(shot, REPO / "docs" / "demo-report.png")
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_every_process(tmp_path):
+    env = dict(os.environ, ZONEGATE_DEMO_DIR=str(tmp_path / "run"), COLUMNS="140")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zonegate", "demo", "--quick"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
+    )
+    seen: set[int] = set()
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 60
+        # Wait until every process runs (the client has read the control plane).
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen.update(c.pid for c in parent.children(recursive=True))
+            log = tmp_path / "run" / "httpdns.log"
+            if len(seen) >= 11 and log.is_file() and "ready" in log.read_text():
+                break
+            time.sleep(0.1)
+        time.sleep(1.5)
+        seen.update(c.pid for c in parent.children(recursive=True))
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 130, text
+    assert "SIGINT" in text
+    assert "every process stopped" in text
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["interrupted"] == "SIGINT"
+    assert report["ok"] is False
+    assert len(seen) >= 11
+    assert seen <= _report_pids(report)
+    _assert_no_leftovers(seen | _report_pids(report))
 
 
 @pytest.mark.timeout(150)
-def test_demo_moves_its_ports_when_8080_is_taken(tmp_path):
+def test_demo_moves_its_ports_when_one_is_taken(tmp_path):
+    # The example with changping's listener on a port this test holds (not 8080
+    # itself: another program may take or free 8080 at any moment).
     holder = socket.socket()
-    try:
-        holder.bind(("127.0.0.1", 8080))
-        holder.listen()
-    except OSError:
-        holder.close()
-        holder = None  # someone else holds 8080: the precondition holds anyway
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    topo_path = tmp_path / "t.yaml"
+    topo_path.write_text(EXAMPLE.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{taken}"))
     try:
         report_path = tmp_path / "report.json"
-        proc, out, seen = _run_demo(["--quick", "--report", str(report_path)], tmp_path)
+        args = ["--quick", "--topology", str(topo_path), "--report", str(report_path)]
+        proc, out, seen = _run_demo(args, tmp_path)
     finally:
-        if holder is not None:
-            holder.close()
+        holder.close()
 
     assert proc.returncode == 0, out
     assert "ports busy" in out
-    assert "127.0.0.1:8080" in out
+    assert f"127.0.0.1:{taken}" in out
     report = json.loads(report_path.read_text())
     assert report["ok"] is True
+    assert report_path.with_suffix(".html").is_file()
     rewritten = Path(report["topology"])
     assert rewritten.parent == tmp_path / "run"
     topo = load_topology(rewritten)
-    assert topo.listeners["http-cp"].bind.port != 8080
+    assert topo.listeners["http-cp"].bind.port != taken
     _assert_no_leftovers(_report_pids(report) | seen)
 
 
@@ -309,7 +449,7 @@ def test_demo_fails_cleanly_when_a_backend_cannot_start(tmp_path):
     holder.listen()
     taken = holder.getsockname()[1]
     ports = {8101: taken, **{p: demo.free_port() for p in (8102, 8103, 8201, 8202, 8203)}}
-    ports |= {p: demo.free_port() for p in (8080, 8090, 9901, 9902)}
+    ports |= {p: demo.free_port() for p in (8080, 8090, 9901, 9902, 5353, 9953, 8053)}
     text = EXAMPLE.read_text()
     for old, new in ports.items():
         text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")

@@ -1,52 +1,67 @@
-"""`zonegate demo`: the example topology on loopback, broken on purpose, measured.
+"""`zonegate demo`: a whole two-zone access layer on loopback, broken on purpose, measured.
 
-The demo answers one question with numbers: what do clients see when parts of a zone
-fail? It needs no root and touches nothing but 127.0.0.1:
+The demo answers one question with numbers: what do clients see when parts of the
+access layer fail, layer by layer? It needs no root and touches nothing but
+127.0.0.1:
 
 1. **Topology.** ``examples/two-zones.yaml`` (or ``--topology FILE``) is loaded and
-   checked. If any of its ports (backends, listeners, admin endpoints) is taken, the
-   whole layout is shifted to free ports and a rewritten copy is written to the run
-   directory; the demo says which ports moved.
-2. **Processes.** One demo backend per backend of the file
-   (``python -m zonegate.lab.backend``) and one ``zonegate lb`` per zone, each in its
-   own session, output in a log file of the run directory (printed at start).
-3. **Load.** An asyncio client with keep-alive connections sends ``GET /`` with the
-   split domain as Host to every zone's listener at a bounded rate (about 300 req/s
-   in all). Each request carries a pseudo device id (``X-Device-Id``) and goes to the
-   zone the split map gives that device, as the SDK will. Every request is recorded:
-   start time, zone, backend (``X-Backend``), status, latency, error kind.
+   checked. If any of its ports (backends, listeners, LB admins, DNS, HTTPDNS, and
+   the control plane's 9900) is taken, the whole layout is shifted to free ports and
+   a rewritten copy is written to the run directory; the demo says which ports moved.
+2. **Processes**, each in its own session, its output in a log file of the run
+   directory (printed at start), each checked ready by its ready line:
+   one demo backend per backend of the file (``python -m zonegate.lab.backend``);
+   ``zonegate control`` (SQLite store in the run directory, an operator token written
+   to ``tokens.yaml`` there); one ``zonegate lb`` per zone, ``zonegate dns`` and
+   ``zonegate httpdns``, all three following the control plane (``--control``, with a
+   ``--control-cache`` file each).
+3. **Load.** `zonegate.lab.load.LoadGen`: about 300 requests/s of ``GET
+   http://api.example.test/`` from many devices. Where each request goes is one
+   pluggable `Router` (`make_router`): by default the SDK (`zonegate.client`, see
+   `zonegate.lab.sdkload`): 40 devices, one ``AsyncTransport`` each, zone domains
+   pinned to the LB listeners; with ``ZONEGATE_DEMO_CLIENT=split`` the demo's own
+   `SplitRouter` (5,000 device ids): the control plane's split map, refreshed on a
+   higher ``X-Zonegate-Version``, and a retry of the GET on the other zone after a
+   network error. Every request is recorded (`zonegate.lab.drills.Sample`).
 4. **Drill.** A list of `Step`s, each an action and a `Budget` (failed requests
-   allowed, longest detection and recovery time) plus step-specific checks:
+   allowed, longest detection and recovery time) plus step-specific checks. Zone A
+   is the drill zone (changping), zone B the other one (yanqing):
 
    ========  ===============================================================
-   baseline  traffic only
-   kill-one  SIGKILL one backend of the drill zone: retries and ejection must
-             hide it from clients (0 failed)
-   drain     ``POST /pools/P/backends/B/drain`` on the LB admin API: 0 failed,
-             and no request that starts after the answer reaches B
-   kill-all  SIGKILL every backend of the zone: once the LB sees the pool empty
-             (detection), the backup pool in the other zone answers every
-             request of the zone (0 failed after detection)
-   restore   restart the backends on their ports, enable the drained one: they
-             come back up in the LB's /status and take traffic again
-   final     traffic only: no failures, the zone serves itself again
+   baseline  traffic only; HTTPDNS and DNS answer the zone domains
+   kill-one  SIGKILL one backend of zone A: retries and ejection hide it
+             (0 failed)
+   drain     drain a backend through the control API: the LB applies it
+             (detect), and no request that starts after that reaches it
+   kill-all  SIGKILL every backend of zone A: once the LB sees the pool empty,
+             the backup pool in zone B answers every request (0 failed after
+             detection)
+   kill-lb   SIGKILL zone A's LB: zone A's devices fail over to zone B in
+             the client (0 failed; recover = first success on B)
+   cutover   ``POST /v1/cutover/DOMAIN {"to": B}``: once the client follows
+             the new version (detect), every request goes to zone B (0 failed)
+   restore   restart the backends and zone A's LB, enable the drained backend
+             and restore the split through the control API: zone A serves its
+             devices with all of its backends again
+   final     traffic only: no failures, each zone serves its own devices
    ========  ===============================================================
 
-5. **Report.** A live table while it runs, then a table per step (requests, failed,
-   p50/p99 latency, detection and recovery times, budget met or not); ``--report
-   FILE`` writes the same as JSON. The exit status is 1 if any budget was missed.
+5. **Report.** A live view while it runs (the step, requests/s and errors per zone,
+   every process); then a table per step (requests, failed, p50/p99 latency, detect
+   and recovery times, budget met or not); ``report.json`` and ``report.html`` (a
+   timeline of requests/s and errors per zone with the steps and faults marked, see
+   `zonegate.lab.report`) in the run directory, or at ``--report FILE`` (and the same
+   name with ``.html``). The exit status is 1 if any budget was missed.
 6. **Cleanup.** Every process the demo started is stopped by its PID at the end, on
    Ctrl-C, SIGTERM and on errors.
 
 The drill zone is derived from the topology: the first zone whose listener routes the
 demo Host to a pool with at least two backends and a backup pool in another zone (for
 two-zones.yaml: changping, pool web-cp, backup web-yq). To add a drill, write an
-action ``async def act(drill, run)`` and append a `Step` in `default_steps`; later
-components (DNS, control plane, SDK, VRRP) add their processes in
-`Drill.start_processes` and their steps the same way.
+action ``async def act(drill, run)`` and append a `Step` in `default_steps`.
 
-``ZONEGATE_DEMO_DIR`` names the run directory (logs, rewritten topology) instead of a
-fresh temporary one.
+``ZONEGATE_DEMO_DIR`` names the run directory (logs, rewritten topology, store,
+reports) instead of a fresh temporary one.
 """
 
 from __future__ import annotations
@@ -54,25 +69,27 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import hashlib
 import ipaddress
 import json
+import logging
 import math
 import os
-import random
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import httptools
+import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -80,6 +97,19 @@ from rich.table import Table
 from rich.text import Text
 
 from zonegate.errors import ConfigErrors
+from zonegate.lab.drills import (
+    Budget,
+    Check,
+    Sample,
+    Step,
+    StepRun,
+    all_answer,
+    count_check,
+    evaluate,
+    percentile,
+)
+from zonegate.lab.load import LoadGen, Router, SplitRouter, admin_call
+from zonegate.lab.report import bucket_samples, render_html
 from zonegate.lb.router import RouteTable
 from zonegate.topology.load import load_topology
 from zonegate.topology.schema import Topology
@@ -88,6 +118,7 @@ from zonegate.topology.types import HostPort
 __all__ = [
     "Budget",
     "Check",
+    "DemoError",
     "Drill",
     "Sample",
     "Step",
@@ -95,18 +126,22 @@ __all__ = [
     "default_steps",
     "evaluate",
     "find_default_topology",
+    "plan_layout",
     "plan_ports",
+    "population",
+    "rewrite_topology",
     "run_demo",
 ]
 
 DEFAULT_TOPOLOGY = Path("examples") / "two-zones.yaml"
 DEFAULT_HOST = "api.example.test"
+DEFAULT_CONTROL = HostPort("127.0.0.1", 9900)
 TOTAL_RATE = 300.0
 """Requests per second over all zones: enough to see every backend every second,
-little enough for a two-core laptop that also runs eight servers."""
-CONNS_PER_ZONE = 8
-REQUEST_TIMEOUT = 3.0
-START_TIMEOUT = 15.0
+little enough for a two-core laptop that also runs eleven servers."""
+DEVICES = 5000
+WORKERS = 16
+START_TIMEOUT = 20.0
 STATUS_POLL = 0.05
 """How often a wait on the LB's /status polls: the resolution of detection times."""
 _PORT_SHIFTS = range(1000, 20001, 1000)
@@ -139,24 +174,28 @@ def find_default_topology() -> Path | None:
 
 
 def topology_addresses(topo: Topology) -> list[HostPort]:
-    """Every address the demo's processes listen on: backends, listeners, admins."""
+    """Every address of the file the demo's processes listen on: backends, listeners,
+    LB admins, and the dns section's listen, admin and httpdns_listen."""
     addrs: list[HostPort] = []
     for pool in topo.pools.values():
         addrs.extend(b.address for b in pool.backends)
     addrs.extend(lst.bind for lst in topo.listeners.values())
     addrs.extend(z.lb_admin for z in topo.zones.values() if z.lb_admin is not None)
+    dns = topo.dns
+    addrs.extend(a for a in (dns.listen, dns.admin, dns.httpdns_listen) if a is not None)
     return list(dict.fromkeys(addrs))
 
 
 def port_is_free(addr: HostPort) -> bool:
-    """True if a server could bind `addr` now (with SO_REUSEADDR, as ours do)."""
+    """True if a server could bind `addr` now, TCP and UDP (with SO_REUSEADDR, as ours do)."""
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((addr.host, addr.port))
-        except OSError:
-            return False
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(family, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((addr.host, addr.port))
+            except OSError:
+                return False
     return True
 
 
@@ -165,7 +204,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def plan_ports(
@@ -219,6 +258,10 @@ def rewrite_topology(
             backend["address"] = sub(backend["address"])
     for lst in doc.get("listeners", {}).values():
         lst["bind"] = sub(lst["bind"])
+    dns = doc.get("dns") or {}
+    for key in ("listen", "admin", "httpdns_listen"):
+        if key in dns:
+            dns[key] = sub(dns[key])
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     with open(dest, "w", encoding="utf-8") as f:
@@ -260,7 +303,8 @@ class LbSpec:
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """What the drills break: a zone, the pool its traffic goes to, that pool's backup."""
+    """What the drills break: a zone, the pool its traffic goes to, that pool's backup
+    (in `other`, the zone that takes over)."""
 
     zone: str
     home: str
@@ -269,6 +313,8 @@ class Scenario:
     backup_backends: tuple[str, ...]
     kill_one: str
     drain: str
+    other: str = ""
+    host: str = DEFAULT_HOST
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,9 +328,13 @@ class Layout:
     lbs: tuple[LbSpec, ...]
     shares: dict[str, float]
     scenario: Scenario
+    control: HostPort = DEFAULT_CONTROL
+    dns: HostPort | None = None
+    dns_admin: HostPort | None = None
+    httpdns: HostPort | None = None
 
 
-def plan_layout(topo: Topology, path: Path) -> Layout:
+def plan_layout(topo: Topology, path: Path, control: HostPort = DEFAULT_CONTROL) -> Layout:
     """Derive the processes, the client's targets and the drill scenario."""
     _check_loopback(topo)
     host = next(iter(topo.split), DEFAULT_HOST)
@@ -293,7 +343,7 @@ def plan_layout(topo: Topology, path: Path) -> Layout:
         for b in pool.backends:
             backends.setdefault(b.address, BackendSpec(b.id, pool.zone, b.address))
     lbs: list[LbSpec] = []
-    used = {a.port for a in topology_addresses(topo)}
+    used = {a.port for a in topology_addresses(topo)} | {control.port}
     for zone_name, zone in topo.zones.items():
         http = [(n, lst) for n, lst in topo.listeners.items() if lst.zone == zone_name]
         http = [(n, lst) for n, lst in http if lst.protocol == "http"]
@@ -309,27 +359,47 @@ def plan_layout(topo: Topology, path: Path) -> Layout:
             admin = HostPort("127.0.0.1", port)
         name, lst = http[0]
         lbs.append(LbSpec(zone_name, name, lst.bind, admin, zone.lb_admin is not None))
-    if not lbs:
-        raise DemoError(f"{path}: no zone has an http listener; nothing to send traffic to")
+    if len(lbs) < 2:
+        raise DemoError(
+            f"{path}: the drills need two zones with an http listener; "
+            f"found {', '.join(lb.zone for lb in lbs) or 'none'}"
+        )
+    if host not in topo.split:
+        raise DemoError(f"{path}: the drills need a split map (section split) to cut over")
     scenario = _pick_scenario(topo, host, lbs)
     if scenario is None:
         raise DemoError(
             f"{path}: the drills need a zone whose listener routes Host {host} to a pool "
             "with at least two backends and a backup pool in another zone"
         )
+    dns = topo.dns
+    gslb = bool(dns.domains)
     return Layout(
-        path, topo, host, tuple(backends.values()), tuple(lbs), _shares(topo, host, lbs), scenario
+        path,
+        topo,
+        host,
+        tuple(backends.values()),
+        tuple(lbs),
+        _shares(topo, host, lbs),
+        scenario,
+        control,
+        dns.listen if gslb else None,
+        dns.admin if gslb else None,
+        dns.httpdns_listen if gslb else None,
     )
 
 
 def _pick_scenario(topo: Topology, host: str, lbs: list[LbSpec]) -> Scenario | None:
+    split = topo.split[host]
     for lb in lbs:
         pool_name = RouteTable(topo.listeners[lb.listener].routes).match(host, b"/")
         pool = topo.pools.get(pool_name or "")
         if pool is None or not pool.backup or len(pool.backends) < 2:
             continue
         backup = topo.pools[pool.backup]
-        if backup.zone == lb.zone:
+        if backup.zone == lb.zone or lb.zone not in split.zones or backup.zone not in split.zones:
+            continue
+        if not any(other.zone == backup.zone for other in lbs):
             continue
         ids = tuple(b.id for b in pool.backends)
         # The last backend dies first and the one before it is drained, so the first
@@ -342,6 +412,8 @@ def _pick_scenario(topo: Topology, host: str, lbs: list[LbSpec]) -> Scenario | N
             tuple(b.id for b in backup.backends),
             ids[-1],
             ids[-2],
+            backup.zone,
+            host,
         )
     return None
 
@@ -361,26 +433,10 @@ def _shares(topo: Topology, host: str, lbs: list[LbSpec]) -> dict[str, float]:
     return {z: 1 / len(zones) for z in zones}
 
 
-def device_ids(topo: Topology, host: str, zone: str, zones: Sequence[str], n: int) -> list[str]:
-    """`n` pseudo device ids that the split map assigns to `zone`.
-
-    Stand-in for the SDK's shard router: crc32(id) % sharding in [lower, upper).
-    """
-    split = topo.split.get(host)
-    out: list[str] = []
-    i = 0
-    while len(out) < n and i < 100 * n:
-        dev = f"dev-{i:06d}"
-        h = zlib.crc32(dev.encode())
-        if split is not None and zone in split.zones:
-            sz = split.zones[zone]
-            mine = sz.lower <= h % split.sharding < sz.upper
-        else:
-            mine = zones[h % len(zones)] == zone
-        if mine:
-            out.append(dev)
-        i += 1
-    return out or [f"dev-{zone}"]
+def population(n: int) -> list[str]:
+    """`n` pseudo device ids (``dev-000000`` ...); the split map spreads them over the
+    zones by `zonegate.balance.shard`'s hash, as for real devices."""
+    return [f"dev-{i:06d}" for i in range(n)]
 
 
 # --- processes --------------------------------------------------------------------------
@@ -487,403 +543,20 @@ def stop_all(children: Iterable[Child], timeout: float) -> None:
         c.kill()
 
 
-# --- a minimal HTTP/1.1 client (keep-alive, one request at a time) ------------------
-
-
-class _Response:
-    """httptools callbacks: the status comes from the parser, X-Backend from here."""
-
-    __slots__ = ("backend", "body", "done", "keep_body", "status")
-
-    def __init__(self, keep_body: bool = False) -> None:
-        self.backend = ""
-        self.body = b""
-        self.done = False
-        self.keep_body = keep_body
-        self.status = 0
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"x-backend":
-            self.backend = value.decode("latin-1")
-
-    def on_body(self, body: bytes) -> None:
-        if self.keep_body:
-            self.body += body
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
-
-class HttpConnection:
-    """One client connection, reopened after an error or a Connection: close."""
-
-    def __init__(self, addr: HostPort) -> None:
-        self.addr = addr
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, head: bytes, within: float, keep_body: bool = False) -> _Response:
-        """Send a bodyless request and read the whole response `within` s."""
-        resp = _Response(keep_body)
-        parser = httptools.HttpResponseParser(resp)
-        async with asyncio.timeout(within):
-            if self.writer is None:
-                self.reader, self.writer = await asyncio.open_connection(
-                    self.addr.host, self.addr.port
-                )
-            assert self.reader is not None
-            self.writer.write(head)
-            while not resp.done:
-                data = await self.reader.read(65536)
-                if not data:
-                    raise ConnectionResetError("connection closed before the response ended")
-                parser.feed_data(data)
-        resp.status = parser.get_status_code()
-        if not parser.should_keep_alive():
-            self.close()
-        return resp
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
-def _error_kind(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, httptools.HttpParserError):
-        return "bad_response"
-    if isinstance(exc, ConnectionError):
-        return "reset"
-    return type(exc).__name__
-
-
-async def admin_call(addr: HostPort, method: str, path: str) -> tuple[int, bytes]:
-    """One request to an LB admin endpoint (it closes after each answer)."""
-    conn = HttpConnection(addr)
-    head = (
-        f"{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode()
-    try:
-        resp = await conn.request(head, 2.0, keep_body=True)
-    finally:
-        conn.close()
-    return resp.status, resp.body
-
-
-# --- load -------------------------------------------------------------------------------
-
-
-class Sample(NamedTuple):
-    """One request as the client saw it; times in seconds since the demo started."""
-
-    t: float
-    zone: str
-    backend: str
-    status: int
-    latency: float
-    error: str
-
-    @property
-    def ok(self) -> bool:
-        return not self.error and 200 <= self.status < 400
-
-    @property
-    def end(self) -> float:
-        return self.t + self.latency
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where one zone's clients send their requests, and how many per second."""
-
-    zone: str
-    listener: str
-    addr: HostPort
-    rate: float
-    devices: tuple[str, ...]
-
-
-class LoadGen:
-    """Paced closed-loop clients: `conns` keep-alive connections per zone.
-
-    Each connection sends at 1/`conns` of its zone's rate; a slow answer delays that
-    connection's next request but never causes a burst to catch up, so the rate is
-    an upper bound whatever the LB does.
-    """
-
-    def __init__(
-        self,
-        targets: Sequence[Target],
-        host: str,
-        clock: Callable[[], float],
-        conns: int = CONNS_PER_ZONE,
-    ) -> None:
-        self.targets = targets
-        self.host = host
-        self.clock = clock
-        self.conns = conns
-        self.samples: list[Sample] = []
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for target in self.targets:
-            if target.rate <= 0:
-                continue
-            for i in range(self.conns):
-                self._tasks.append(loop.create_task(self._client(target, i)))
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-
-    async def _client(self, target: Target, i: int) -> None:
-        conn = HttpConnection(target.addr)
-        rng = random.Random(f"{target.zone}-{i}")
-        interval = self.conns / target.rate
-        next_t = self.clock() + interval * i / self.conns
-        prefix = f"GET / HTTP/1.1\r\nHost: {self.host}\r\nUser-Agent: zonegate-demo\r\n"
-        try:
-            while True:
-                delay = next_t - self.clock()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                next_t = max(next_t + interval, self.clock() - interval)
-                head = f"{prefix}X-Device-Id: {rng.choice(target.devices)}\r\n\r\n".encode()
-                t = self.clock()
-                try:
-                    resp = await conn.request(head, REQUEST_TIMEOUT)
-                except (OSError, TimeoutError, httptools.HttpParserError) as exc:
-                    conn.close()
-                    self.samples.append(
-                        Sample(t, target.zone, "", 0, self.clock() - t, _error_kind(exc))
-                    )
-                    continue
-                self.samples.append(
-                    Sample(t, target.zone, resp.backend, resp.status, self.clock() - t, "")
-                )
-        finally:
-            conn.close()
-
-
-# --- steps and budgets --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """What a step may cost clients. Times are seconds after the step's fault."""
-
-    max_failed: int = 0
-    failed_after_detect: bool = False
-    """Count only requests started after the LB detected the fault."""
-    max_detect: float | None = None
-    max_recover: float | None = None
-
-    def describe(self) -> str:
-        """Short form for the table: `fail<=0 (after det) det<=5s rec<=1s`."""
-        parts = [f"fail<={self.max_failed}" + (" after det" if self.failed_after_detect else "")]
-        if self.max_detect is not None:
-            parts.append(f"det<={self.max_detect:g}s")
-        if self.max_recover is not None:
-            parts.append(f"rec<={self.max_recover:g}s")
-        return " ".join(parts)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "max_failed": self.max_failed,
-            "failed_after_detect": self.failed_after_detect,
-            "max_detect_s": self.max_detect,
-            "max_recover_s": self.max_recover,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """A step-specific condition, with what was measured.
-
-    A check that is not `required` is advisory: shown (as "warn"), never a budget miss.
-    """
-
-    name: str
-    ok: bool
-    detail: str
-    required: bool = True
-
-
-Action = Callable[["Drill", "StepRun"], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One drill: do `action`, observe for at least `duration` s, judge by `budget`.
-
-    `detect_means`/`recover_means` say what the detection and recovery times measure
-    for this step (they are shown in the report).
-    """
-
-    name: str
-    title: str
-    action: Action
-    duration: float
-    budget: Budget = Budget()
-    settle: float = 1.0
-    """Least observation time after the action returns."""
-    detect_means: str = ""
-    recover_means: str = ""
-
-
-@dataclass
-class StepRun:
-    """One step's measurements. Actions fill in `fault`, `detect`, checks."""
-
-    step: Step
-    start: float
-    end: float = 0.0
-    fault: float | None = None
-    detect: float | None = None
-    recovered: float | None = None
-    watch_zone: str | None = None
-    recover_when: Callable[[Sample], bool] | None = None
-    """Recovery = the first success matching this after the fault and after the last
-    failure in `watch_zone` (unless the action set `recovered` itself)."""
-    checks: list[Check] = field(default_factory=list)
-    late_checks: list[Callable[[list[Sample]], Check]] = field(default_factory=list)
-    """Evaluated on the step's samples when it ends."""
-    events: list[tuple[float, str]] = field(default_factory=list)
-    # results (see `evaluate`)
-    requests: int = 0
-    failed: int = 0
-    counted_failed: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    answered: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Successful requests per client zone and backend."""
-    p50: float | None = None
-    p99: float | None = None
-    missed: list[str] = field(default_factory=list)
-    met: bool = False
-
-    @property
-    def detect_s(self) -> float | None:
-        if self.detect is None or self.fault is None:
-            return None
-        return self.detect - self.fault
-
-    @property
-    def recover_s(self) -> float | None:
-        if self.recovered is None or self.fault is None:
-            return None
-        return self.recovered - self.fault
-
-    def to_json(self) -> dict[str, Any]:
-        def r(x: float | None, scale: float = 1.0) -> float | None:
-            return None if x is None else round(x * scale, 4)
-
-        return {
-            "name": self.step.name,
-            "title": self.step.title,
-            "start_s": r(self.start),
-            "end_s": r(self.end),
-            "requests": self.requests,
-            "failed": self.failed,
-            "failed_counted": self.counted_failed,
-            "errors": self.errors,
-            "answered": self.answered,
-            "p50_ms": r(self.p50, 1000),
-            "p99_ms": r(self.p99, 1000),
-            "fault_s": r(self.fault),
-            "detect_s": r(self.detect_s),
-            "recover_s": r(self.recover_s),
-            "detect_means": self.step.detect_means,
-            "recover_means": self.step.recover_means,
-            "budget": self.step.budget.to_json(),
-            "checks": [
-                {"name": c.name, "ok": c.ok, "detail": c.detail, "required": c.required}
-                for c in self.checks
-            ],
-            "events": [{"t_s": r(t), "event": e} for t, e in self.events],
-            "missed": self.missed,
-            "met": self.met,
-        }
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of already sorted values."""
-    if not sorted_values:
-        return None
-    k = max(0, math.ceil(q / 100 * len(sorted_values)) - 1)
-    return sorted_values[k]
-
-
-def evaluate(run: StepRun, samples: Sequence[Sample]) -> None:
-    """Fill in `run`'s results from the requests that started during the step."""
-    failed = [s for s in samples if not s.ok]
-    run.requests = len(samples)
-    run.failed = len(failed)
-    run.errors = dict(Counter(s.error or f"http_{s.status}" for s in failed))
-    answered: dict[str, Counter[str]] = {}
-    for s in samples:
-        if s.ok:
-            answered.setdefault(s.zone, Counter())[s.backend] += 1
-    run.answered = {z: dict(sorted(c.items())) for z, c in answered.items()}
-    latencies = sorted(s.latency for s in samples)
-    run.p50 = percentile(latencies, 50)
-    run.p99 = percentile(latencies, 99)
-    for late in run.late_checks:
-        run.checks.append(late(list(samples)))
-    run.late_checks = []
-    if run.recovered is None and run.fault is not None and run.recover_when is not None:
-        after = run.fault
-        for s in failed:
-            if s.end >= after and (run.watch_zone is None or s.zone == run.watch_zone):
-                after = s.end
-        run.recovered = min(
-            (s.end for s in samples if s.ok and s.end >= after and run.recover_when(s)),
-            default=None,
-        )
-    b = run.step.budget
-    since = run.start
-    if b.failed_after_detect:
-        # Undetected: everything after the fault counts.
-        since = run.detect if run.detect is not None else (run.fault or run.start)
-    run.counted_failed = sum(1 for s in failed if s.t >= since)
-    missed = []
-    if run.counted_failed > b.max_failed:
-        missed.append(f"{run.counted_failed} failed > {b.max_failed}")
-    for label, limit, value in (
-        ("detect", b.max_detect, run.detect_s),
-        ("recover", b.max_recover, run.recover_s),
-    ):
-        if limit is None:
-            continue
-        if value is None:
-            missed.append(f"no {label}")
-        elif value > limit:
-            missed.append(f"{label} {value:.2f}s > {limit:g}s")
-    missed.extend(f"check {c.name}" for c in run.checks if c.required and not c.ok)
-    run.missed = missed
-    run.met = not missed
-
-
 # --- the drill steps ----------------------------------------------------------------
 
 
 def default_steps(scn: Scenario, quick: bool) -> list[Step]:
-    """The LB drills on the scenario's zone; `quick` shortens the observation windows."""
+    """The drills on the scenario's zone; `quick` shortens the observation windows."""
     q = quick
-    zone, home, backup = scn.zone, scn.home, scn.backup
+    zone, home, backup, other, host = scn.zone, scn.home, scn.backup, scn.other, scn.host
 
     everyone = (*scn.home_backends, *scn.backup_backends)
 
     async def baseline(d: Drill, run: StepRun) -> None:
         # Also proves the layout: the names in X-Backend are the topology's.
-        run.late_checks.append(lambda ss: _all_answer(everyone, ss))
+        run.late_checks.append(lambda ss: all_answer(everyone, ss))
+        run.checks.extend(await d.check_gslb())
 
     async def kill_one(d: Drill, run: StepRun) -> None:
         victim = scn.kill_one
@@ -901,7 +574,7 @@ def default_steps(scn: Scenario, quick: bool) -> list[Step]:
         )
         start = run.fault or 0.0
         run.late_checks.append(
-            lambda ss: _count_check(
+            lambda ss: count_check(
                 "dead backend answers nothing",
                 [s for s in ss if s.backend == victim and s.t > start + 0.05],
                 0,
@@ -911,16 +584,28 @@ def default_steps(scn: Scenario, quick: bool) -> list[Step]:
     async def drain(d: Drill, run: StepRun) -> None:
         victim = scn.drain
         run.fault = d.now()
-        status, _ = await d.admin_post(zone, f"/pools/{home}/backends/{victim}/drain")
-        acked = run.detect = d.now()
-        d.event(run, f"POST /pools/{home}/backends/{victim}/drain -> {status}")
-        run.checks.append(Check("admin API", status == 200, f"answered {status}"))
-        # The LB applies the state before it answers, so no request the client sends
-        # after the answer may reach the drained backend.
+        status, doc = await d.control_write(f"/v1/pools/{home}/backends/{victim}/drain")
+        d.event(run, f"control: POST /v1/pools/{home}/backends/{victim}/drain -> {status}")
+        run.checks.append(
+            Check("control API", status == 200, f"answered {status}, version {doc.get('version')}")
+        )
+        applied = await d.wait_status(
+            zone, lambda st: _backend(st, home, victim).get("admin") == "drain", 5.0
+        )
+        if applied:
+            run.detect = d.now()
+            now_is = _describe(d.status[zone], home, victim)
+            d.event(run, f"{zone} LB follows: {home}/{victim} {now_is}")
+        run.checks.append(
+            Check("LB follows", applied, f"{zone}'s LB {'shows' if applied else 'missed'} it")
+        )
+        since = run.detect if run.detect is not None else math.inf
+        # The LB applies a version before /status shows it, so no request the client
+        # sends after that may reach the drained backend.
         run.late_checks.append(
-            lambda ss: _count_check(
-                f"no new requests to {victim} after the drain",
-                [s for s in ss if s.backend == victim and s.t >= acked],
+            lambda ss: count_check(
+                f"no new requests to {victim} once the LB follows",
+                [s for s in ss if s.backend == victim and s.t >= since],
                 0,
             )
         )
@@ -955,58 +640,133 @@ def default_steps(scn: Scenario, quick: bool) -> list[Step]:
             )
 
         run.late_checks.append(served_by_backup)
+        await d.check_gslb_sees(run, zone, up=False, within=6.0 if q else 10.0)
+
+    async def kill_lb(d: Drill, run: StepRun) -> None:
+        run.watch_zone = zone
+        run.recover_when = lambda s: s.owner == zone and s.zone == other
+        d.kill_lb(run, zone)
+        fault = run.fault or 0.0
+        moved = await d.wait_samples(lambda s: s.t > fault and s.ok and s.owner == zone, 5.0)
+        if moved:
+            d.event(run, f"{zone}'s devices answered by {other}'s LB (client failover)")
+
+        def clients_moved(ss: list[Sample]) -> Check:
+            mine = [s for s in ss if s.owner == zone and s.t > fault + 0.05]
+            on_other = sum(1 for s in mine if s.ok and s.zone == other)
+            return Check(
+                f"{zone}'s devices on {other}",
+                bool(mine) and on_other == len(mine),
+                f"{on_other}/{len(mine)} requests of {zone}'s devices after the kill answered "
+                f"by {other}'s LB",
+            )
+
+        run.late_checks.append(clients_moved)
+
+    async def cutover(d: Drill, run: StepRun) -> None:
+        run.fault = d.now()
+        status, doc = await d.control_write(f"/v1/cutover/{host}", {"to": other})
+        version = int(doc.get("version") or 0)
+        d.event(run, f"control: POST /v1/cutover/{host} to {other} -> {status}, version {version}")
+        run.checks.append(Check("control API", status == 200, f"answered {status}"))
+        seen = await d.wait_router_version(version, 5.0) if status == 200 else None
+        if seen is not None:
+            run.detect = seen
+            d.event(run, f"client follows version {version}: {host} all on {other}")
+        run.checks.append(
+            Check(
+                "client follows",
+                seen is not None,
+                f"the client {'applied' if seen is not None else 'never applied'} version "
+                f"{version}",
+            )
+        )
+        since = seen if seen is not None else math.inf
+
+        def all_on_other(ss: list[Sample]) -> Check:
+            after = [s for s in ss if s.t >= since]
+            good = sum(1 for s in after if s.ok and s.home == other and s.zone == other)
+            return Check(
+                f"all traffic on {other}",
+                bool(after) and good == len(after),
+                f"{good}/{len(after)} requests after the client applied version {version} sent "
+                f"to and answered by {other}",
+            )
+
+        run.late_checks.append(all_on_other)
 
     async def restore(d: Drill, run: StepRun) -> None:
         run.fault = d.now()
         dead = [n for n in scn.home_backends if not d.backends[n].alive]
         await d.restart_backends(run, dead)
-        status, _ = await d.admin_post(zone, f"/pools/{home}/backends/{scn.drain}/enable")
-        d.event(run, f"POST /pools/{home}/backends/{scn.drain}/enable -> {status}")
-        run.checks.append(Check("admin API", status == 200, f"enable answered {status}"))
+        await d.restart_lb(run, zone)
+        status, doc = await d.control_write(f"/v1/pools/{home}/backends/{scn.drain}/enable")
+        d.event(run, f"control: POST /v1/pools/{home}/backends/{scn.drain}/enable -> {status}")
+        run.checks.append(Check("enable", status == 200, f"control answered {status}"))
+        status, doc = await d.control_write(f"/v1/restore/{host}")
+        version = int(doc.get("version") or 0)
+        d.event(run, f"control: POST /v1/restore/{host} -> {status}, version {version}")
+        run.checks.append(Check("restore split", status == 200, f"control answered {status}"))
         up = await d.wait_status(
             zone,
-            lambda st: all(_backend(st, home, n).get("available") for n in scn.home_backends),
+            lambda st: all(
+                _backend(st, home, n).get("available")
+                and _backend(st, home, n).get("admin") == "enabled"
+                for n in scn.home_backends
+            ),
             30.0,
         )
         if up:
             run.detect = d.now()
             d.event(run, f"{zone} LB: every backend of {home} available")
         run.checks.append(Check("back up", up, f"{home} {'all' if up else 'not all'} available"))
-        since = run.detect or math.inf
+        await d.check_gslb_sees(run, zone, up=True, within=10.0)
+        follows = await d.wait_router_version(version, 5.0) if status == 200 else None
+        since = max(run.detect or math.inf, follows or math.inf)
         want = set(scn.home_backends)
         seen: set[str] = set()
 
         def taking(s: Sample) -> bool:
-            if s.t >= since and s.zone == zone and s.ok and s.backend in want:
+            if s.t >= since and s.zone == zone and s.owner == zone and s.ok and s.backend in want:
                 seen.add(s.backend)
             return seen == want
 
-        if up and await d.wait_samples(taking, 20.0):
+        if since < math.inf and await d.wait_samples(taking, 20.0):
             run.recovered = d.now()
-            d.event(run, f"every backend of {home} answers {zone}'s clients again")
+            d.event(run, f"every backend of {home} answers {zone}'s devices again")
         run.checks.append(
             Check(
                 "taking traffic",
                 seen == want,
-                f"{len(seen)}/{len(want)} of {home} answered requests after coming back",
+                f"{len(seen)}/{len(want)} of {home} answered {zone}'s devices after coming back",
             )
         )
 
     async def final(d: Drill, run: StepRun) -> None:
         def home_serves(ss: list[Sample]) -> Check:
-            mine = [s for s in ss if s.zone == zone and s.ok]
-            local = sum(1 for s in mine if s.backend in scn.home_backends)
+            mine = [s for s in ss if s.owner == zone and s.ok]
+            local = sum(1 for s in mine if s.zone == zone and s.backend in scn.home_backends)
             return Check(
                 f"{zone} serves itself",
                 bool(mine) and local == len(mine),
-                f"{local}/{len(mine)} of {zone}'s requests answered by {home}",
+                f"{local}/{len(mine)} of {zone}'s devices' requests answered by {home}",
+            )
+
+        def split_back(ss: list[Sample]) -> Check:
+            homes = Counter(s.home for s in ss)
+            return Check(
+                "split restored",
+                len(homes) > 1 and homes[zone] > 0,
+                ", ".join(f"{z} {n}" for z, n in sorted(homes.items()))
+                + " requests by device zone",
             )
 
         run.late_checks.append(home_serves)
-        run.late_checks.append(lambda ss: _all_answer(everyone, ss))
+        run.late_checks.append(split_back)
+        run.late_checks.append(lambda ss: all_answer(everyone, ss))
 
     return [
-        Step("baseline", "traffic only", baseline, 2.0 if q else 5.0),
+        Step("baseline", "traffic only", baseline, 2.0 if q else 5.0, kind="traffic"),
         Step(
             "kill-one",
             f"SIGKILL {scn.kill_one}: retries hide it, the LB ejects it",
@@ -1018,11 +778,11 @@ def default_steps(scn: Scenario, quick: bool) -> list[Step]:
         ),
         Step(
             "drain",
-            f"drain {scn.drain} via the admin API: no new requests reach it",
+            f"drain {scn.drain} via the control API: no new requests reach it",
             drain,
             2.0 if q else 5.0,
             Budget(max_failed=0, max_detect=1.0),
-            detect_means="admin API answer",
+            detect_means=f"control write to {zone}'s LB showing the drain",
         ),
         Step(
             "kill-all",
@@ -1035,15 +795,39 @@ def default_steps(scn: Scenario, quick: bool) -> list[Step]:
             recover_means=f"{backup} answers {zone} with no failure after",
         ),
         Step(
+            "kill-lb",
+            f"SIGKILL {zone}'s LB: clients fail over to {other}",
+            kill_lb,
+            2.0 if q else 6.0,
+            Budget(max_failed=0, max_recover=1.0),
+            detect_means="",
+            recover_means=f"kill to the first success on {other} for {zone}'s devices",
+        ),
+        Step(
+            "cutover",
+            f"cut {host} over to {other} through the control API",
+            cutover,
+            2.0 if q else 5.0,
+            Budget(max_failed=0, max_detect=2.0),
+            detect_means="control write to the client following the new version",
+        ),
+        Step(
             "restore",
-            f"restart {home}'s backends, enable {scn.drain}",
+            f"restart backends and {zone}'s LB, enable {scn.drain}, restore the split",
             restore,
             2.0 if q else 8.0,
             Budget(max_failed=0, max_detect=15.0, max_recover=20.0),
             detect_means=f"all of {home} available in /status",
-            recover_means=f"all of {home} answering {zone} again",
+            recover_means=f"all of {home} answering {zone}'s devices again",
+            kind="repair",
         ),
-        Step("final", "traffic only: the zone serves itself again", final, 2.0 if q else 5.0),
+        Step(
+            "final",
+            "traffic only: each zone serves its own devices",
+            final,
+            2.0 if q else 5.0,
+            kind="traffic",
+        ),
     ]
 
 
@@ -1054,7 +838,7 @@ def _pool(status: dict[str, Any] | None, pool: str) -> dict[str, Any]:
 def _backend(status: dict[str, Any] | None, pool: str, backend: str) -> dict[str, Any]:
     for b in _pool(status, pool).get("backends", []):
         if b.get("id") == backend:
-            return b
+            return dict(b)
     return {}
 
 
@@ -1064,7 +848,7 @@ def _describe(
     b = _backend(status, pool, backend)
     if not b:
         return "?"
-    text = b["health"]
+    text = str(b["health"])
     if b.get("admin") != "enabled":
         text += f", {b['admin']}"
     if b.get("ejected_for"):
@@ -1074,18 +858,6 @@ def _describe(
     return text
 
 
-def _all_answer(names: Iterable[str], samples: list[Sample]) -> Check:
-    """Advisory: a healthy backend that answers nothing points at the balancer."""
-    answered = Counter(s.backend for s in samples if s.ok)
-    counts = ", ".join(f"{n} {answered[n]}" for n in names)
-    silent = [n for n in names if not answered[n]]
-    return Check("every backend answers", not silent, counts, required=False)
-
-
-def _count_check(name: str, bad: list[Sample], limit: int) -> Check:
-    return Check(name, len(bad) <= limit, f"{len(bad)} seen (allowed {limit})")
-
-
 # --- the drill runner -------------------------------------------------------------------
 
 
@@ -1093,7 +865,12 @@ class Drill:
     """Starts the processes, drives the load and the steps, renders progress."""
 
     def __init__(
-        self, layout: Layout, steps: Sequence[Step], run_dir: Path, console: Console
+        self,
+        layout: Layout,
+        steps: Sequence[Step],
+        run_dir: Path,
+        console: Console,
+        make_router: Callable[[Drill], Router] | None = None,
     ) -> None:
         self.layout = layout
         self.steps = steps
@@ -1102,12 +879,19 @@ class Drill:
         self.t0 = time.monotonic()
         self.backends: dict[str, Child] = {}
         self.lbs: dict[str, Child] = {}
+        self.services: dict[str, Child] = {}
+        """control, dns, httpdns."""
         self.status: dict[str, dict[str, Any] | None] = {lb.zone: None for lb in layout.lbs}
         self.runs: list[StepRun] = []
         self.current: StepRun | None = None
         self.load: LoadGen | None = None
+        self.router: Router | None = None
+        self._make_router = make_router or split_router
         self._step_index = 0  # first sample of the current step
         self._poller: asyncio.Task[None] | None = None
+        self.token = secrets.token_hex(16)
+        self.control_url = f"http://{layout.control}"
+        self._http: httpx.AsyncClient | None = None
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -1118,39 +902,99 @@ class Drill:
             run.events.append((t, msg))
         self.console.print(f"[dim]{t:7.2f}s[/dim]  {escape(msg)}")
 
+    def children(self) -> list[Child]:
+        """Every process, in start order."""
+        return [*self.backends.values(), *self.services.values(), *self.lbs.values()]
+
     # processes
 
+    def _prepare_control(self) -> Path:
+        """A fresh store and an operator token (only its sha256 is in the file)."""
+        for name in ("control.db", "control.db-wal", "control.db-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.run_dir / name).unlink()
+        for lb in self.layout.lbs:
+            with contextlib.suppress(FileNotFoundError):
+                (self.run_dir / f"lb-{lb.zone}.cache").unlink()
+        tokens = self.run_dir / "tokens.yaml"
+        digest = hashlib.sha256(self.token.encode()).hexdigest()
+        tokens.write_text(
+            json.dumps({"tokens": [{"name": "demo", "role": "operator", "sha256": digest}]}) + "\n",
+            encoding="utf-8",
+        )
+        return tokens
+
     async def start_processes(self) -> None:
-        """Backends first (so the LBs' first health round finds them), then the LBs."""
+        """Backends, then the control plane, then the LBs (which follow it), then the
+        GSLB (whose first zone-health round asks the LBs)."""
         py = sys.executable
-        for b in self.layout.backends:
+        lay = self.layout
+        path = str(lay.path)
+        control = ["--control", self.control_url]
+        for b in lay.backends:
             argv = [py, "-m", "zonegate.lab.backend", "--listen", str(b.address)]
             argv += ["--name", b.name, "--zone", b.zone]
             self.backends[b.name] = Child(
                 b.name, argv, "listening on", self.run_dir / f"backend-{b.name}.log"
             )
-        for lb in self.layout.lbs:
-            argv = [py, "-m", "zonegate", "lb", str(self.layout.path), "--zone", lb.zone]
-            argv += ["--drain-timeout", "2s"]
+        tokens = self._prepare_control()
+        store = f"sqlite://{self.run_dir / 'control.db'}"
+        argv = [py, "-m", "zonegate", "control", path, "--store", store]
+        argv += ["--listen", str(lay.control), "--tokens", str(tokens)]
+        self.services["control"] = Child(
+            "control", argv, "zonegate control ready", self.run_dir / "control.log"
+        )
+        for lb in lay.lbs:
+            argv = [py, "-m", "zonegate", "lb", path, "--zone", lb.zone, "--drain-timeout", "2s"]
+            argv += [*control, "--control-cache", str(self.run_dir / f"lb-{lb.zone}.cache")]
             if not lb.admin_in_file:
                 argv += ["--admin", str(lb.admin)]
             self.lbs[lb.zone] = Child(
                 f"lb {lb.zone}", argv, "zonegate lb ready", self.run_dir / f"lb-{lb.zone}.log"
             )
-        for group in (self.backends, self.lbs):
-            for child in group.values():
+        gslb: dict[str, Child] = {}
+        if lay.dns is not None:
+            argv = [py, "-m", "zonegate", "dns", path, *control]
+            argv += ["--control-cache", str(self.run_dir / "dns.cache")]
+            gslb["dns"] = Child("dns", argv, "zonegate dns ready", self.run_dir / "dns.log")
+        if lay.httpdns is not None:
+            argv = [py, "-m", "zonegate", "httpdns", path, *control]
+            argv += ["--control-cache", str(self.run_dir / "httpdns.cache")]
+            gslb["httpdns"] = Child(
+                "httpdns", argv, "zonegate httpdns ready", self.run_dir / "httpdns.log"
+            )
+        # Backends and control plane start together; the LBs need both.
+        first = [*self.backends.values(), self.services["control"]]
+        for group in (first, list(self.lbs.values()), list(gslb.values())):
+            for child in group:
                 child.spawn()
-            for child in group.values():
+            for child in group:
                 await child.wait_ready()
-        for b in self.layout.backends:
+        self.services.update(gslb)
+        for b in lay.backends:
             self.event(
                 None, f"backend {b.name} ({b.zone}) on {b.address}, pid {self.backends[b.name].pid}"
             )
-        for lb in self.layout.lbs:
+        self.event(
+            None,
+            f"zonegate control on {lay.control} (sqlite in the run dir), "
+            f"pid {self.services['control'].pid}",
+        )
+        for lb in lay.lbs:
             self.event(
                 None,
                 f"zonegate lb --zone {lb.zone}: {lb.listener} on {lb.bind}, admin {lb.admin}, "
                 f"pid {self.lbs[lb.zone].pid}",
+            )
+        if "dns" in self.services:
+            self.event(
+                None,
+                f"zonegate dns on {lay.dns} (udp+tcp), admin {lay.dns_admin}, "
+                f"pid {self.services['dns'].pid}",
+            )
+        if "httpdns" in self.services:
+            self.event(
+                None, f"zonegate httpdns on {lay.httpdns}, pid {self.services['httpdns'].pid}"
             )
 
     def kill_backend(self, run: StepRun, name: str) -> None:
@@ -1162,34 +1006,169 @@ class Drill:
         child.kill()
         self.event(run, f"SIGKILL {name} (pid {pid})")
 
+    def kill_lb(self, run: StepRun, zone: str) -> None:
+        """SIGKILL a zone's LB; the step's fault time."""
+        child = self.lbs[zone]
+        pid = child.pid
+        run.fault = self.now()
+        child.kill()
+        self.status[zone] = None
+        self.event(run, f"SIGKILL zonegate lb --zone {zone} (pid {pid})")
+
+    async def _respawn(self, child: Child) -> None:
+        """Start `child` again (retrying while one of its ports is briefly busy)."""
+        child.spawn()
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                await child.wait_ready()
+                return
+            except DemoError:
+                if "in use" not in child.output() or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+                child.spawn()
+
     async def restart_backends(self, run: StepRun, names: Sequence[str]) -> None:
-        """Start them again on their ports (retrying while a port is briefly busy)."""
+        """Start them again on their ports."""
+        await asyncio.gather(*(self._respawn(self.backends[n]) for n in names))
         for name in names:
-            self.backends[name].spawn()
-        for name in names:
-            child = self.backends[name]
-            deadline = time.monotonic() + 10.0
-            while True:
-                try:
-                    await child.wait_ready()
-                    break
-                except DemoError:
-                    if "in use" not in child.output() or time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
-                    child.spawn()
-            self.event(run, f"restarted {name} (pid {child.pid})")
+            self.event(run, f"restarted {name} (pid {self.backends[name].pid})")
+
+    async def restart_lb(self, run: StepRun, zone: str) -> None:
+        """Start a zone's LB again if it is dead (it reads the control plane first)."""
+        child = self.lbs[zone]
+        if child.alive:
+            return
+        await self._respawn(child)
+        self.event(run, f"restarted zonegate lb --zone {zone} (pid {child.pid})")
 
     async def shutdown(self) -> None:
-        """Stop the load, then the LBs (so they never see backends vanish), then the rest."""
+        """Stop the load, then the GSLB and the LBs (so they never see backends vanish),
+        then the backends and the control plane."""
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         if self.load is not None:
             await self.load.stop()
-        stop_all(self.lbs.values(), 5.0)
-        stop_all(self.backends.values(), 3.0)
+        if self.router is not None:
+            with contextlib.suppress(Exception):
+                await self.router.close()
+        if self._http is not None:
+            await self._http.aclose()
+        gslb = [c for n, c in self.services.items() if n != "control"]
+        stop_all([*gslb, *self.lbs.values()], 5.0)
+        stop_all([*self.backends.values(), *self.services.values()], 5.0)
+
+    # the control plane
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=5.0)
+        return self._http
+
+    async def control_write(
+        self, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """POST to the control API as the operator; (status, JSON body) or (0, {})."""
+        headers = {"Authorization": f"Bearer {self.token}", "X-Reason": "zonegate demo drill"}
+        try:
+            resp = await self.http.post(self.control_url + path, json=body, headers=headers)
+            doc = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            self.event(self.current, f"control: POST {path} failed: {exc}")
+            return 0, {}
+        if resp.status_code != 200:
+            self.event(self.current, f"control: POST {path} -> {resp.status_code} {doc}")
+        return resp.status_code, doc if isinstance(doc, dict) else {}
+
+    async def wait_router_version(self, version: int, within: float) -> float | None:
+        """When the client started following `version` (or a later one); None if not
+        `within` s."""
+        assert self.router is not None
+        deadline = time.monotonic() + within
+        while True:
+            for t, v in self.router.version_events:
+                if v >= version:
+                    return t
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.02)
+
+    # the GSLB
+
+    async def check_gslb(self) -> list[Check]:
+        """HTTPDNS sends devices where the client does; DNS answers the zone domains."""
+        checks: list[Check] = []
+        lay = self.layout
+        split = lay.topo.split[lay.host]
+        if lay.httpdns is not None and self.router is not None:
+            devices = population(20)
+            agree = 0
+            detail = ""
+            try:
+                for dev in devices:
+                    resp = await self.http.get(
+                        f"http://{lay.httpdns}/d", params={"host": lay.host, "device_id": dev}
+                    )
+                    answer = resp.json()["answers"][0]
+                    if answer.get("split", {}).get("zone") == self.router.home_of(dev):
+                        agree += 1
+                detail = f"{agree}/{len(devices)} devices sent to the zone the client uses"
+            except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
+                detail = f"no answer: {exc!r}"
+            checks.append(Check("httpdns agrees", agree == len(devices), detail))
+        if lay.dns is not None:
+            import dns.asyncquery
+            import dns.exception
+            import dns.message
+            import dns.rdatatype
+
+            found: list[str] = []
+            want: list[str] = []
+            try:
+                for zone_name, sz in split.zones.items():
+                    want += lay.topo.zones[zone_name].vips[:1]
+                    query = dns.message.make_query(sz.domain, dns.rdatatype.A)
+                    answer = await dns.asyncquery.udp(
+                        query, lay.dns.host, port=lay.dns.port, timeout=2.0
+                    )
+                    found += [r.address for rrset in answer.answer for r in rrset if r.rdtype == 1]
+                detail = f"{', '.join(sz.domain for sz in split.zones.values())} -> {found}"
+            except (OSError, TimeoutError, dns.exception.DNSException) as exc:
+                detail = f"no answer: {exc!r}"
+            checks.append(Check("dns answers", set(want) <= set(found), detail))
+        return checks
+
+    async def check_gslb_sees(self, run: StepRun, zone: str, *, up: bool, within: float) -> None:
+        """Advisory check: zonegate dns's zone health says `zone` is up (or down)."""
+        if self.layout.dns_admin is None:
+            return
+        deadline = time.monotonic() + within
+        seen = False
+        while not seen and time.monotonic() < deadline:
+            try:
+                status, body = await admin_call(self.layout.dns_admin, "GET", "/status")
+                seen = status == 200 and json.loads(body)["zones"][zone]["up"] is up
+            except (OSError, TimeoutError, ValueError, KeyError, httptools.HttpParserError):
+                pass
+            if not seen:
+                await asyncio.sleep(0.1)
+        state = "up" if up else "down"
+        if seen:
+            after = self.now() - (run.fault or run.start)
+            self.event(run, f"zonegate dns: zone {zone} {state} ({after:.2f}s after the fault)")
+        run.checks.append(
+            Check(
+                f"GSLB sees {zone} {state}",
+                seen,
+                f"dns zone health {'shows' if seen else 'never showed'} {zone} {state}"
+                + (f" {after:.2f}s after the fault" if seen else f" within {within:g}s"),
+                required=False,
+            )
+        )
 
     # the LB's view
 
@@ -1231,36 +1210,25 @@ class Drill:
                 return False
             await asyncio.sleep(0.05)
 
-    async def admin_post(self, zone: str, path: str) -> tuple[int, bytes]:
-        lb = next(lb for lb in self.layout.lbs if lb.zone == zone)
-        try:
-            return await admin_call(lb.admin, "POST", path)
-        except (OSError, TimeoutError, httptools.HttpParserError) as exc:
-            return 0, str(exc).encode()
-
     async def _poll_status(self) -> None:
         while True:
             for zone in self.status:
-                await self.fetch_status(zone)
+                if self.lbs[zone].alive:
+                    await self.fetch_status(zone)
             await asyncio.sleep(0.5)
 
     # the run
 
     async def run(self) -> list[StepRun]:
         """Run every step under load, with a live view; return the measured steps."""
-        lay = self.layout
-        zones = [lb.zone for lb in lay.lbs]
-        targets = [
-            Target(
-                lb.zone,
-                lb.listener,
-                lb.bind,
-                TOTAL_RATE * lay.shares[lb.zone],
-                tuple(device_ids(lay.topo, lay.host, lb.zone, zones, 2000)),
-            )
-            for lb in lay.lbs
-        ]
-        self.load = LoadGen(targets, lay.host, self.now)
+        self.router = self._make_router(self)
+        try:
+            await self.router.start()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise DemoError(f"the client could not read the control plane: {exc}") from None
+        self.event(None, f"client: {self.router.name}, version {self.router.version}")
+        devices = getattr(self.router, "devices", None) or population(DEVICES)
+        self.load = LoadGen(self.router, devices, TOTAL_RATE, self.now, WORKERS)
         self.load.start()
         self._poller = asyncio.get_running_loop().create_task(self._poll_status())
         with Live(self.render(), console=self.console, auto_refresh=False, transient=True) as live:
@@ -1293,17 +1261,17 @@ class Drill:
         verdict = (
             "[green]budget met[/green]"
             if run.met
-            else f"[red]MISSED: {'; '.join(run.missed)}[/red]"
+            else f"[red]MISSED: {escape('; '.join(run.missed))}[/red]"
         )
         self.console.print(
             f"[dim]{run.end:7.2f}s[/dim]  {step.name}: {run.requests} requests, "
-            f"{run.failed} failed: {verdict}"
+            f"{run.failed} failed, {run.failovers} failovers: {verdict}"
         )
 
     # display
 
     def render(self) -> Group:
-        """The live view: the current step, traffic per zone, requests per backend."""
+        """The live view: the step, traffic per zone, every process."""
         run = self.current
         samples = self.load.samples[self._step_index :] if self.load else []
         now = self.now()
@@ -1314,30 +1282,47 @@ class Drill:
             head.append(f" ({now - run.start:.1f}s): {run.step.title}")
         else:
             head.append("starting")
+        if self.router is not None:
+            head.append(f"\nclient: {self.router.name}, control version {self.router.version}")
         traffic = Table(title="traffic this step", title_justify="left", expand=False)
-        for col in ("zone", "listener", "req/s", "requests", "failed", "errors", "p99 1s"):
-            traffic.add_column(
-                col, justify="left" if col in ("zone", "listener", "errors") else "right"
-            )
+        for col in (
+            "zone",
+            "LB",
+            "req/s",
+            "devices req/s",
+            "requests",
+            "failovers",
+            "failed",
+            "errors",
+            "p99 1s",
+        ):
+            traffic.add_column(col, justify="left" if col in ("zone", "LB", "errors") else "right")
         per_backend: Counter[tuple[str, str]] = Counter()
+        recent = [s for s in samples if s.t >= now - 1.0]
         for lb in self.layout.lbs:
-            mine = [s for s in samples if s.zone == lb.zone]
-            recent = [s for s in mine if s.t >= now - 1.0]
+            answered = [s for s in recent if s.zone == lb.zone and s.ok]
+            devices = [s for s in recent if s.owner == lb.zone]
+            mine = [s for s in samples if s.owner == lb.zone]
             bad = [s for s in mine if not s.ok]
             kinds = Counter(s.error or f"http_{s.status}" for s in bad)
-            lat = sorted(s.latency for s in recent)
+            lat = sorted(s.latency for s in devices)
             p99 = percentile(lat, 99)
+            alive = self.lbs[lb.zone].alive if lb.zone in self.lbs else False
             traffic.add_row(
                 lb.zone,
-                f"{lb.listener} {lb.bind}",
-                str(len(recent)),
+                Text(f"{lb.bind} up", style="green")
+                if alive
+                else Text(f"{lb.bind} dead", style="red"),
+                str(len(answered)),
+                str(len(devices)),
                 str(len(mine)),
+                str(sum(1 for s in mine if s.failover)),
                 Text(str(len(bad)), style="red" if bad else "green"),
                 ", ".join(f"{k} {v}" for k, v in kinds.most_common(3)),
                 f"{p99 * 1000:.1f} ms" if p99 is not None else "-",
             )
-            for s in mine:
-                if s.ok:
+            for s in samples:
+                if s.ok and s.zone == lb.zone:
                     per_backend[(s.backend, lb.zone)] += 1
         zone = self.layout.scenario.zone
         backends = Table(title=f"answered by (health as {zone}'s LB sees it)", title_justify="left")
@@ -1357,7 +1342,7 @@ class Drill:
             child = self.backends.get(b.name)
             proc = Text("up", style="green") if child and child.alive else Text("dead", style="red")
             pool = pools.get(b.name)
-            health = _describe(status, pool, b.name, reason=False) if pool else "-"
+            health = _describe(status, pool, b.name, reason=False) if pool and status else "-"
             style = "green" if health.startswith("up") and "," not in health else "yellow"
             backends.add_row(
                 b.name,
@@ -1366,7 +1351,36 @@ class Drill:
                 Text(health, style=style if health != "-" else ""),
                 *(str(per_backend[(b.name, lb.zone)]) for lb in self.layout.lbs),
             )
-        return Group(head, traffic, backends)
+        services = Text("services: ")
+        for name, child in self.services.items():
+            services.append(f"{name} ", style="bold")
+            services.append("up  " if child.alive else "dead  ", "green" if child.alive else "red")
+        return Group(head, traffic, backends, services)
+
+
+def sdk_router(drill: Drill) -> Router:
+    """`zonegate.lab.sdkload.SdkRouter`: the SDK over the drill's control plane, each
+    zone domain pinned to its zone's LB listener."""
+    from zonegate.lab.sdkload import SdkRouter
+
+    # The SDK logs each breaker trip and retry: to a file, not over the live view.
+    sdk_log = logging.getLogger("zonegate.client")
+    handler = logging.FileHandler(drill.run_dir / "client.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    sdk_log.addHandler(handler)
+    sdk_log.setLevel(logging.INFO)
+    sdk_log.propagate = False
+    lay = drill.layout
+    listeners = {lb.zone: lb.bind for lb in lay.lbs}
+    domains = {z: sz.domain for z, sz in lay.topo.split[lay.host].zones.items()}
+    return SdkRouter([drill.control_url], lay.host, listeners, domains, drill.now)
+
+
+def split_router(drill: Drill) -> Router:
+    """The demo's own `SplitRouter` over the drill's control plane and LB listeners."""
+    lay = drill.layout
+    listeners = {lb.zone: lb.bind for lb in lay.lbs}
+    return SplitRouter([drill.control_url], lay.host, listeners, drill.now)
 
 
 # --- report ---------------------------------------------------------------------------
@@ -1387,6 +1401,7 @@ def summary_table(runs: Sequence[StepRun]) -> Table:
         ("step", "left"),
         ("requests", "right"),
         ("failed", "right"),
+        ("failovers", "right"),
         ("p50", "right"),
         ("p99", "right"),
         ("detect", "right"),
@@ -1404,6 +1419,7 @@ def summary_table(runs: Sequence[StepRun]) -> Table:
             run.step.name,
             str(run.requests),
             Text(failed, style="red" if run.counted_failed else ""),
+            str(run.failovers),
             _fmt_ms(run.p50),
             _fmt_ms(run.p99),
             _fmt_s(run.detect_s),
@@ -1441,11 +1457,71 @@ def print_summary(console: Console, runs: Sequence[StepRun]) -> None:
     console.print(notes)
 
 
-def write_report(path: str, doc: dict[str, Any]) -> None:
-    dest = Path(path)
-    if dest.parent != Path():
+def report_paths(run_dir: Path, report: str | None) -> tuple[Path, Path]:
+    """Where report.json and report.html go: `report` (and its .html twin), else the
+    run directory."""
+    json_path = Path(report) if report else run_dir / "report.json"
+    html_path = json_path.with_suffix(".html")
+    if html_path == json_path:
+        html_path = json_path.with_name(json_path.name + ".html")
+    return json_path, html_path
+
+
+def write_reports(json_path: Path, html_path: Path, doc: dict[str, Any]) -> None:
+    """Write the JSON report and the HTML page built from it."""
+    for dest in (json_path, html_path):
         dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    html_path.write_text(render_html(doc), encoding="utf-8")
+
+
+def report_doc(
+    layout: Layout,
+    quick: bool,
+    run_dir: Path,
+    elapsed: float,
+    ok: bool,
+    error: str | None,
+    signal_name: str | None,
+    drill: Drill | None,
+    done: Sequence[StepRun],
+) -> dict[str, Any]:
+    """The JSON report: the run, each step's numbers, the timeline, the processes."""
+    procs: dict[str, list[int]] = {}
+    doc: dict[str, Any] = {
+        "topology": str(layout.path),
+        "quick": quick,
+        "run_dir": str(run_dir),
+        "duration_s": round(elapsed, 2),
+        "ok": ok,
+        "error": error,
+        "interrupted": signal_name,
+        "rate": TOTAL_RATE,
+        "devices": DEVICES,
+        "router": None,
+        "versions": [],
+        "processes": procs,
+        "steps": [r.to_json() for r in done],
+        "timeline": None,
+    }
+    if drill is None:
+        return doc
+    for c in drill.children():
+        procs[c.name] = c.pids
+    if drill.router is not None:
+        doc["router"] = drill.router.name
+        doc["versions"] = [
+            {"t_s": round(t, 4), "version": v} for t, v in drill.router.version_events
+        ]
+    if drill.load is not None and done:
+        tl = bucket_samples(
+            drill.load.samples,
+            [lb.zone for lb in layout.lbs],
+            done[0].start,
+            done[-1].end,
+        )
+        doc["timeline"] = tl.to_json()
+    return doc
 
 
 # --- entry point ----------------------------------------------------------------------
@@ -1454,10 +1530,10 @@ def write_report(path: str, doc: dict[str, Any]) -> None:
 def _run_dir() -> Path:
     chosen = os.environ.get("ZONEGATE_DEMO_DIR")
     if chosen:
-        path = Path(chosen)
+        path = Path(chosen).resolve()
         path.mkdir(parents=True, exist_ok=True)
         return path
-    return Path(tempfile.mkdtemp(prefix="zonegate-demo-"))
+    return Path(tempfile.mkdtemp(prefix="zonegate-demo-")).resolve()
 
 
 def prepare(topology: str | None, run_dir: Path, console: Console) -> Layout:
@@ -1478,21 +1554,24 @@ def prepare(topology: str | None, run_dir: Path, console: Console) -> Layout:
         raise DemoError(f"invalid topology:\n{e}") from None
     _check_loopback(topo)
     console.print(f"topology  {path}")
-    addrs = topology_addresses(topo)
+    addrs = [*topology_addresses(topo), DEFAULT_CONTROL]
     moved = plan_ports(addrs)
+    control = moved.get(DEFAULT_CONTROL, DEFAULT_CONTROL)
     if moved:
         busy = [str(a) for a in addrs if not port_is_free(a)] or [str(a) for a in moved]
-        path, topo = rewrite_topology(topo, moved, run_dir / "topology.yaml")
+        in_file = {o: n for o, n in moved.items() if o != DEFAULT_CONTROL}
+        if in_file:
+            path, topo = rewrite_topology(topo, in_file, run_dir / "topology.yaml")
         console.print(
             f"[yellow]ports busy: {', '.join(busy)}; moved the layout "
             f"({', '.join(f'{o.port}->{n.port}' for o, n in moved.items())}); "
             f"rewritten topology: {path}[/yellow]"
         )
-    layout = plan_layout(topo, path)
+    layout = plan_layout(topo, path, control)
     scn = layout.scenario
     console.print(
         f"drill     zone {scn.zone}: pool {scn.home} ({', '.join(scn.home_backends)}), "
-        f"backup {scn.backup}"
+        f"backup {scn.backup}; cut-over of {scn.host} to {scn.other}"
     )
     console.print(f"logs      {run_dir}")
     return layout
@@ -1509,7 +1588,7 @@ class _Outcome:
 async def _main(
     layout: Layout, steps: Sequence[Step], run_dir: Path, out: _Outcome, console: Console
 ) -> None:
-    drill = out.drill = Drill(layout, steps, run_dir, console)
+    drill = out.drill = Drill(layout, steps, run_dir, console, make_router())
     task = asyncio.current_task()
     assert task is not None
 
@@ -1527,6 +1606,14 @@ async def _main(
         await drill.shutdown()
 
 
+def make_router() -> Callable[[Drill], Router]:
+    """The client the load generator routes with: the SDK, unless
+    ``ZONEGATE_DEMO_CLIENT=split`` asks for the demo's own `SplitRouter`."""
+    if os.environ.get("ZONEGATE_DEMO_CLIENT", "sdk") == "split":
+        return split_router
+    return sdk_router
+
+
 def run_demo(topology: str | None, quick: bool, report: str | None) -> int:
     """`zonegate demo`: 0 if every step met its budget, 1 if not (or it failed), 2 if it
     could not start, 130/143 on SIGINT/SIGTERM."""
@@ -1534,7 +1621,7 @@ def run_demo(topology: str | None, quick: bool, report: str | None) -> int:
 
     # Piped output (CI, tests) gets a width that fits the summary table, not rich's 80.
     piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    console = Console(highlight=False, width=120 if piped else None)
+    console = Console(highlight=False, width=130 if piped else None)
     run_dir = _run_dir()
     started = time.monotonic()
     try:
@@ -1560,37 +1647,28 @@ def run_demo(topology: str | None, quick: bool, report: str | None) -> int:
     if done:
         print_summary(console, done)
     ok = not error and not out.signal and len(done) == len(steps) and all(r.met for r in done)
-    if report:
-        procs = {}
-        if out.drill is not None:
-            for c in (*out.drill.backends.values(), *out.drill.lbs.values()):
-                procs[c.name] = c.pids
-        write_report(
-            report,
-            {
-                "topology": str(layout.path),
-                "quick": quick,
-                "run_dir": str(run_dir),
-                "duration_s": round(elapsed, 2),
-                "ok": ok,
-                "error": error,
-                "interrupted": out.signal,
-                "processes": procs,
-                "steps": [r.to_json() for r in done],
-            },
-        )
+    json_path, html_path = report_paths(run_dir, report)
+    write_reports(
+        json_path,
+        html_path,
+        report_doc(layout, quick, run_dir, elapsed, ok, error, out.signal, out.drill, done),
+    )
     console.print()
     if out.signal:
         console.print(f"[yellow]{out.signal} after {elapsed:.1f}s: every process stopped[/yellow]")
+        console.print(f"report: {json_path}  {html_path}")
         return 143 if out.signal == "SIGTERM" else 130
     if error:
         console.print(f"[red]zonegate demo failed: {escape(error)}[/red]")
         console.print(f"logs: {run_dir}")
+        console.print(f"report: {json_path}  {html_path}")
         return 1
     missed = [r.step.name for r in done if not r.met]
     if missed:
         console.print(f"[bold red]budget missed: {', '.join(missed)}[/bold red] ({elapsed:.1f}s)")
     else:
         console.print(f"[bold green]every budget met[/bold green] ({elapsed:.1f}s)")
-    console.print(f"logs: {run_dir}" + (f"   report: {report}" if report else ""))
+    console.print(f"logs:   {run_dir}")
+    console.print(f"report: {json_path}")
+    console.print(f"        {html_path}")
     return 0 if ok else 1

@@ -1,0 +1,475 @@
+"""The demo's report: a timeline of what clients saw, as JSON data, SVG and HTML.
+
+Theory of operation
+-------------------
+`bucket_samples` cuts the run into fixed buckets (250 ms by default) and counts, per
+zone, the requests that zone's LB answered successfully and the failed requests of
+that zone's devices. `timeline_svg` draws those counts as rates (per second) in two
+panels sharing one time axis, with every step as a labelled band and every fault as a
+dashed line::
+
+      kill-one   drain    kill-all    kill-lb  cutover  restore
+    ┌─────────┬────────┬───────────┬─────────┬────────┬────────┐
+    │  ─── changping req/s ───.___ ...                          │  requests/s
+    │  ─── yanqing req/s   ───.‾‾‾ ...                          │
+    ├─────────┼────────┼───────────┼─────────┼────────┼────────┤
+    │                ▮                                          │  errors/s
+    └─────────┴────────┴───────────┴─────────┴────────┴────────┘
+
+`render_html` builds one self-contained page (inline CSS and SVG, no script, no
+network) from the JSON report document alone, so the page can be rebuilt from
+``report.json`` later.
+
+This module is pure: no I/O, no clock; the caller writes the files.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zonegate.lab.drills import Sample
+
+__all__ = [
+    "BUCKET_S",
+    "Timeline",
+    "bucket_samples",
+    "nice_ceiling",
+    "render_html",
+    "timeline_svg",
+]
+
+BUCKET_S = 0.25
+ZONE_COLORS = ("#1f6fb4", "#2a9d3f", "#8e44ad", "#b5651d", "#7f8c8d")
+FAULT_COLOR = "#c0392b"
+REPAIR_COLOR = "#148f77"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """Counts per bucket: `ok[zone][i]` and `errors[zone][i]` cover
+    `[start + i * bucket_s, start + (i + 1) * bucket_s)`."""
+
+    bucket_s: float
+    start: float
+    ok: dict[str, list[int]]
+    errors: dict[str, list[int]]
+
+    @property
+    def buckets(self) -> int:
+        return len(next(iter(self.ok.values()), []))
+
+    @property
+    def end(self) -> float:
+        return self.start + self.buckets * self.bucket_s
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bucket_s": self.bucket_s,
+            "start_s": self.start,
+            "ok": self.ok,
+            "errors": self.errors,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Timeline:
+        return cls(doc["bucket_s"], doc["start_s"], dict(doc["ok"]), dict(doc["errors"]))
+
+
+def bucket_samples(
+    samples: Iterable[Sample],
+    zones: Sequence[str],
+    start: float,
+    end: float,
+    bucket_s: float = BUCKET_S,
+) -> Timeline:
+    """Count requests per zone and bucket.
+
+    Args:
+        samples: the requests; each counts in the bucket of its start time `t`.
+        zones: the zones to chart, in legend order; a sample of another zone is
+            skipped.
+        start, end: the charted time range; samples outside it are skipped, and so
+            are those of a last bucket that would end after `end`.
+        bucket_s: the bucket width in seconds (> 0).
+
+    Returns:
+        A `Timeline` whose `ok` counts successes by the zone that answered and whose
+        `errors` counts failures by the zone of the device (`Sample.owner`): which
+        zone's users saw the error.
+
+    Raises:
+        ValueError: `bucket_s` is not positive or `end` is before `start`.
+    """
+    if bucket_s <= 0 or end < start:
+        raise ValueError(f"bad timeline: bucket {bucket_s}, range {start}..{end}")
+    # Whole buckets only: a partial last bucket would draw a false drop in the rate.
+    n = max(1, math.floor((end - start) / bucket_s + 1e-9))
+    ok = {z: [0] * n for z in zones}
+    errors = {z: [0] * n for z in zones}
+    for s in samples:
+        if not start <= s.t < end:
+            continue
+        i = int((s.t - start) / bucket_s)
+        if i >= n:
+            continue
+        if s.ok:
+            if s.zone in ok:
+                ok[s.zone][i] += 1
+        elif s.owner in errors:
+            errors[s.owner][i] += 1
+    return Timeline(bucket_s, start, ok, errors)
+
+
+def nice_ceiling(x: float) -> float:
+    """The smallest of 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times 10^k that is ≥ `x` (1 for
+    x ≤ 1): an axis top."""
+    if x <= 1:
+        return 1.0
+    exp = 10 ** math.floor(math.log10(x))
+    for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if m * exp >= x - 1e-9:
+            return m * exp
+    return 10 * exp  # pragma: no cover - the loop always returns
+
+
+def _f(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def _kind(step: Mapping[str, Any]) -> str:
+    kind = str(step.get("kind") or ("fault" if step.get("fault_s") is not None else "traffic"))
+    return kind if kind in ("fault", "repair") else "traffic"
+
+
+def timeline_svg(
+    tl: Timeline,
+    steps: Sequence[Mapping[str, Any]],
+    versions: Sequence[tuple[float, int]] = (),
+    width: int = 960,
+) -> str:
+    """The timeline as one ``<svg>`` element.
+
+    Args:
+        tl: the counts.
+        steps: step dicts as in the JSON report (`name`, `start_s`, `end_s`, `title`,
+            `kind`: "fault", "repair" or "traffic", and `fault_s`, when the action
+            happened).
+        versions: (time, version) when the client started following each control
+            version: a small labelled mark under the requests panel.
+        width: the drawing width in pixels.
+
+    Returns:
+        SVG markup: a requests/s panel (one line per zone), an errors/s panel (bars per
+        zone), a band per step labelled with its name (class ``step``, attribute
+        ``data-step``), a dashed line at each fault (class ``fault``), a time axis in
+        seconds and a legend.
+    """
+    left, right, top = 56, 16, 46
+    main_h, gap, err_h, bottom = 220, 40, 70, 34
+    height = top + main_h + gap + err_h + bottom
+    plot_w = width - left - right
+    t0, t1 = tl.start, max(tl.end, tl.start + tl.bucket_s)
+
+    def x(t: float) -> float:
+        return left + (min(max(t, t0), t1) - t0) / (t1 - t0) * plot_w
+
+    rate = 1.0 / tl.bucket_s
+    ok_max = nice_ceiling(max((max(v, default=0) for v in tl.ok.values()), default=0) * rate)
+    err_max = nice_ceiling(max((max(v, default=0) for v in tl.errors.values()), default=0) * rate)
+    main_y0 = top + main_h
+    err_top = main_y0 + gap
+    err_y0 = err_top + err_h
+    out: list[str] = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" class="timeline" '
+        'font-family="system-ui, sans-serif" font-size="11">',
+        "<title>requests/s and errors/s by zone, with the drill steps</title>",
+    ]
+    # Step bands and labels: alternate shades, fault steps tinted.
+    for i, st in enumerate(steps):
+        a, b = x(float(st["start_s"])), x(float(st.get("end_s") or st["start_s"]))
+        kind = _kind(st)
+        fill = {"fault": "#fdebd0", "repair": "#e8f6f3"}.get(
+            kind, "#f4f6f7" if i % 2 == 0 else "#ffffff"
+        )
+        name = html.escape(str(st["name"]))
+        out.append(
+            f'<g class="step" data-step="{name}"><rect x="{_f(a)}" y="{top}" '
+            f'width="{_f(max(0.0, b - a))}" height="{err_y0 - top}" fill="{fill}"/>'
+            f'<line x1="{_f(a)}" y1="{top - 14}" x2="{_f(a)}" y2="{err_y0}" stroke="#aab7b8" '
+            'stroke-width="0.8"/>'
+            f'<text x="{_f(a + 3)}" y="{top - 18 + (i % 2) * 10}" fill="#2c3e50">{name}</text>'
+            f"<title>{name}: {html.escape(str(st.get('title', '')))}</title></g>"
+        )
+    for st in steps:
+        kind = _kind(st)
+        if st.get("fault_s") is None or kind == "traffic":
+            continue
+        fx = x(float(st["fault_s"]))
+        color = FAULT_COLOR if kind == "fault" else REPAIR_COLOR
+        out.append(
+            f'<line class="{kind}" data-step="{html.escape(str(st["name"]))}" x1="{_f(fx)}" '
+            f'y1="{top}" x2="{_f(fx)}" y2="{err_y0}" stroke="{color}" '
+            'stroke-width="1.2" stroke-dasharray="4 3"/>'
+        )
+    label_x = math.inf
+    for vt, v in sorted(versions, reverse=True):
+        if not t0 <= vt <= t1:
+            continue
+        vx = x(vt)
+        # Versions a few ms apart share one label: the latest.
+        label = ""
+        if label_x - vx > 24:
+            label = f'<text x="{_f(vx + 5)}" y="{main_y0 + 16}" fill="#5d6d7e">v{v}</text>'
+            label_x = vx
+        out.append(
+            f'<g class="version"><path d="M{_f(vx - 4)},{main_y0 + 1} L{_f(vx + 4)},{main_y0 + 1} '
+            f'L{_f(vx)},{main_y0 + 7} Z" fill="#5d6d7e"/>{label}'
+            f"<title>the client follows control version {v} from {vt:.2f}s</title></g>"
+        )
+    # Axes and grid.
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = main_y0 - frac * main_h
+        out.append(
+            f'<line x1="{left}" y1="{_f(y)}" x2="{left + plot_w}" y2="{_f(y)}" '
+            'stroke="#d5dbdb" stroke-width="0.6"/>'
+            f'<text x="{left - 4}" y="{_f(y + 4)}" text-anchor="end" fill="#566573">'
+            f"{ok_max * frac:g}</text>"
+        )
+    for frac in (0.0, 1.0):
+        y = err_y0 - frac * err_h
+        out.append(
+            f'<line x1="{left}" y1="{_f(y)}" x2="{left + plot_w}" y2="{_f(y)}" '
+            'stroke="#d5dbdb" stroke-width="0.6"/>'
+            f'<text x="{left - 4}" y="{_f(y + 4)}" text-anchor="end" fill="#566573">'
+            f"{err_max * frac:g}</text>"
+        )
+    out.append(
+        f'<text x="{left + 4}" y="{top + 12}" fill="#566573">requests/s answered, by the zone '
+        "that answered</text>"
+        f'<text x="{left + 4}" y="{err_top - 6}" fill="#566573">errors/s, by the zone of the '
+        "device</text>"
+    )
+    span = t1 - t0
+    tick = nice_ceiling(span / 10)
+    t = math.ceil(t0 / tick) * tick
+    while t <= t1 + 1e-9:
+        tx = x(t)
+        out.append(
+            f'<line x1="{_f(tx)}" y1="{err_y0}" x2="{_f(tx)}" y2="{err_y0 + 4}" stroke="#566573"/>'
+            f'<text x="{_f(tx)}" y="{err_y0 + 16}" text-anchor="middle" fill="#566573">'
+            f"{t:g}s</text>"
+        )
+        t += tick
+    # Series.
+    zones = list(tl.ok)
+    for zi, zone in enumerate(zones):
+        color = ZONE_COLORS[zi % len(ZONE_COLORS)]
+        pts = []
+        for i, n in enumerate(tl.ok[zone]):
+            px = x(t0 + (i + 0.5) * tl.bucket_s)
+            py = main_y0 - min(1.0, n * rate / ok_max) * main_h
+            pts.append(f"{_f(px)},{_f(py)}")
+        out.append(
+            f'<polyline class="series" data-zone="{html.escape(zone)}" fill="none" '
+            f'stroke="{color}" stroke-width="1.6" points="{" ".join(pts)}"/>'
+        )
+        bar_w = max(1.0, plot_w * tl.bucket_s / (t1 - t0) / max(1, len(zones)))
+        for i, n in enumerate(tl.errors.get(zone, [])):
+            if not n:
+                continue
+            h = min(1.0, n * rate / err_max) * err_h
+            bx = x(t0 + i * tl.bucket_s) + zi * bar_w
+            out.append(
+                f'<rect class="errors" data-zone="{html.escape(zone)}" x="{_f(bx)}" '
+                f'y="{_f(err_y0 - h)}" width="{_f(bar_w)}" height="{_f(h)}" fill="{color}">'
+                f"<title>{html.escape(zone)}: {n * rate:g} errors/s</title></rect>"
+            )
+    if not any(any(v) for v in tl.errors.values()):
+        out.append(
+            f'<text x="{left + plot_w / 2:.1f}" y="{err_top + err_h / 2 + 4:.1f}" '
+            'text-anchor="middle" fill="#1e8449" font-size="13">no failed requests</text>'
+        )
+    # Legend.
+    lx = left + plot_w - 10
+    for zi, zone in enumerate(reversed(zones)):
+        color = ZONE_COLORS[(len(zones) - 1 - zi) % len(ZONE_COLORS)]
+        out.append(
+            f'<g class="legend"><line x1="{lx - 24}" y1="{top + 10 + 0}" x2="{lx - 8}" '
+            f'y2="{top + 10}" stroke="{color}" stroke-width="3"/>'
+            f'<text x="{lx - 28}" y="{top + 14}" text-anchor="end" fill="#2c3e50">'
+            f"{html.escape(zone)}</text></g>"
+        )
+        lx -= 24 + 8 * len(zone) + 20
+    out.append(
+        f'<g class="legend"><line x1="{lx - 24}" y1="{top + 10}" x2="{lx - 8}" y2="{top + 10}" '
+        f'stroke="{FAULT_COLOR}" stroke-dasharray="4 3"/><text x="{lx - 28}" y="{top + 14}" '
+        'text-anchor="end" fill="#2c3e50">fault</text></g>'
+    )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+# --- the page -------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #1c2833; max-width: 1100px; }
+h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 22px 0 8px; }
+.meta { color: #566573; margin-bottom: 12px; }
+.verdict { font-weight: bold; padding: 2px 8px; border-radius: 4px; }
+.ok { background: #d5f5e3; color: #145a32; } .bad { background: #fadbd8; color: #78281f; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border-bottom: 1px solid #e5e8e8; padding: 4px 8px; text-align: right; }
+th { background: #f4f6f7; } td { white-space: nowrap; }
+td.l, th.l { text-align: left; white-space: normal; }
+ul { margin: 2px 0 6px; padding-left: 18px; font-size: 13px; }
+.check-fail { color: #922b21; } .check-warn { color: #9a7d0a; } .dim { color: #7f8c8d; }
+svg.timeline { border: 1px solid #e5e8e8; background: #fff; }
+"""
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f} ms"
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def _step_rows(steps: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for st in steps:
+        met = st.get("met")
+        verdict = (
+            '<span class="verdict ok">met</span>'
+            if met
+            else ('<span class="verdict bad">missed</span>')
+        )
+        failed = str(st.get("failed", 0))
+        if st.get("budget", {}).get("failed_after_detect"):
+            failed += f" ({st.get('failed_counted', 0)} after detect)"
+        rows.append(
+            "<tr>"
+            f'<td class="l"><b>{html.escape(str(st["name"]))}</b></td>'
+            f'<td class="l">{html.escape(str(st.get("title", "")))}</td>'
+            f"<td>{st.get('requests', 0)}</td><td>{html.escape(failed)}</td>"
+            f"<td>{st.get('failovers', 0)}</td>"
+            f"<td>{_ms(st.get('p50_ms'))}</td><td>{_ms(st.get('p99_ms'))}</td>"
+            f"<td>{_s(st.get('detect_s'))}</td><td>{_s(st.get('recover_s'))}</td>"
+            f'<td class="l">{html.escape(str(st.get("budget_text", "")))}</td>'
+            f'<td class="l">{verdict}</td></tr>'
+        )
+    head = "".join(
+        f'<th class="{"l" if h in ("step", "what", "budget", "") else ""}">{h}</th>'
+        for h in (
+            "step",
+            "what",
+            "requests",
+            "failed",
+            "failovers",
+            "p50",
+            "p99",
+            "detect",
+            "recover",
+            "budget",
+            "",
+        )
+    )
+    return f'<table class="steps"><tr>{head}</tr>{"".join(rows)}</table>'
+
+
+def _step_details(steps: Sequence[Mapping[str, Any]]) -> str:
+    parts = []
+    for st in steps:
+        items = []
+        if st.get("detect_means") and st.get("detect_s") is not None:
+            items.append(f'<li><span class="dim">detect:</span> {html.escape(st["detect_means"])}')
+        if st.get("recover_means") and st.get("recover_s") is not None:
+            items.append(
+                f'<li><span class="dim">recover:</span> {html.escape(st["recover_means"])}'
+            )
+        for c in st.get("checks", []):
+            cls = "" if c["ok"] else ("check-fail" if c.get("required", True) else "check-warn")
+            mark = "ok" if c["ok"] else ("FAIL" if c.get("required", True) else "warn")
+            items.append(
+                f'<li class="{cls}">{mark} {html.escape(c["name"])}: {html.escape(c["detail"])}'
+            )
+        if st.get("routes"):
+            moved = "; ".join(
+                f"{html.escape(home)}'s devices: "
+                + ", ".join(f"{html.escape(z)} {n}" for z, n in by.items())
+                for home, by in st["routes"].items()
+            )
+            items.append(f'<li><span class="dim">answered by zone:</span> {moved}')
+        if st.get("errors"):
+            kinds = ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(st["errors"].items()))
+            items.append(f'<li class="check-fail">errors: {kinds}')
+        for ev in st.get("events", []):
+            items.append(
+                f'<li class="dim">{ev["t_s"]:.2f}s {html.escape(str(ev["event"]))}'
+                if ev.get("t_s") is not None
+                else f'<li class="dim">{html.escape(str(ev["event"]))}'
+            )
+        parts.append(f"<h3>{html.escape(str(st['name']))}</h3><ul>{''.join(items)}</ul>")
+    return "".join(parts)
+
+
+def render_html(doc: Mapping[str, Any]) -> str:
+    """The whole report page from the JSON report document.
+
+    Args:
+        doc: the report as `zonegate demo` writes it to report.json (`steps`,
+            `timeline`, `ok`, `duration_s`, ...); `timeline` may be missing (no chart).
+
+    Returns:
+        A complete HTML document with inline CSS and SVG, no script, no external
+        resource.
+    """
+    steps = list(doc.get("steps", []))
+    ok = bool(doc.get("ok"))
+    verdict = (
+        '<span class="verdict ok">every budget met</span>'
+        if ok
+        else '<span class="verdict bad">budget missed or run failed</span>'
+    )
+    meta = [
+        f"{doc.get('duration_s', 0):.1f} s",
+        f"{'quick' if doc.get('quick') else 'full'} drill",
+        f"client: {doc.get('router', '?')}",
+    ]
+    if doc.get("rate"):
+        meta.append(f"about {doc['rate']:g} req/s")
+    if doc.get("topology"):
+        meta.append(f"topology {doc['topology']}")
+    extra = ""
+    if doc.get("error"):
+        extra += f'<p class="check-fail">error: {html.escape(str(doc["error"]))}</p>'
+    if doc.get("interrupted"):
+        extra += f'<p class="check-fail">interrupted by {html.escape(str(doc["interrupted"]))}</p>'
+    chart = ""
+    if doc.get("timeline"):
+        versions = [(float(v["t_s"]), int(v["version"])) for v in doc.get("versions", [])]
+        chart = timeline_svg(Timeline.from_json(doc["timeline"]), steps, versions)
+    procs = doc.get("processes", {})
+    proc_rows = "".join(
+        f'<tr><td class="l">{html.escape(name)}</td>'
+        f'<td class="l">{", ".join(str(p) for p in pids)}</td></tr>'
+        for name, pids in procs.items()
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>zonegate demo report</title>"
+        f"<style>{_CSS}</style></head><body>"
+        f"<h1>zonegate demo: what clients saw {verdict}</h1>"
+        f'<div class="meta">{html.escape(" · ".join(meta))}</div>{extra}'
+        f"<h2>Timeline</h2>{chart}"
+        f"<h2>Steps</h2>{_step_rows(steps)}"
+        f"<h2>Details</h2>{_step_details(steps)}"
+        f'<h2>Processes</h2><table><tr><th class="l">process</th><th class="l">pids</th></tr>'
+        f"{proc_rows}</table>"
+        "</body></html>\n"
+    )
