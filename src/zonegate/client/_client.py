@@ -64,6 +64,7 @@ from zonegate.client._follow import (
     Worker,
     default_cache_path,
     endpoints_of,
+    tls_context,
 )
 from zonegate.client._httpdns import (
     AsyncResolver,
@@ -450,7 +451,9 @@ class Transport(_Common, httpx.BaseTransport):
         )
         self._router = parts.router
         self._retry = retry
-        self._inner = transport if transport is not None else httpx.HTTPTransport()
+        if transport is None:
+            transport = httpx.HTTPTransport(verify=tls_context())
+        self._inner = transport
         self._worker = Worker("zonegate-client", clock)
         self._follower = SyncFollower(
             parts.state, self._worker, headers=parts.headers, timeout=control_timeout
@@ -575,7 +578,9 @@ class AsyncTransport(_Common, httpx.AsyncBaseTransport):
         self._router = parts.router
         self._seed = parts.seed
         self._retry = retry
-        self._inner = transport if transport is not None else httpx.AsyncHTTPTransport()
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(verify=tls_context())
+        self._inner = transport
         self._worker = AsyncWorker(clock)
         self._follower = AsyncFollower(
             parts.state, self._worker, headers=parts.headers, timeout=control_timeout

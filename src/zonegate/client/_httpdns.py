@@ -39,7 +39,7 @@ import httpx
 
 from zonegate.client._addresses import AddressBook, Answer, CachePolicy, Freshness, RankPolicy
 from zonegate.client._exceptions import ResolveError
-from zonegate.client._follow import AsyncWorker, Clock, Worker
+from zonegate.client._follow import AsyncWorker, Clock, Worker, tls_context
 from zonegate.client._shard import normalize_host
 
 log = logging.getLogger("zonegate.client")
@@ -236,7 +236,7 @@ class SyncResolver:
     def __init__(self, core: ResolverCore, worker: Worker, *, timeout: float) -> None:
         self.core = core
         self.worker = worker
-        self.client = httpx.Client(timeout=timeout, trust_env=False)
+        self.client = httpx.Client(timeout=timeout, trust_env=False, verify=tls_context())
 
     def resolve(self, host: str) -> list[str]:
         """Ranked addresses of `host` (see the module docstring).
@@ -318,7 +318,7 @@ class AsyncResolver:
     def __init__(self, core: ResolverCore, worker: AsyncWorker, *, timeout: float) -> None:
         self.core = core
         self.worker = worker
-        self.client = httpx.AsyncClient(timeout=timeout, trust_env=False)
+        self.client = httpx.AsyncClient(timeout=timeout, trust_env=False, verify=tls_context())
 
     async def resolve(self, host: str) -> list[str]:
         """Ranked addresses of `host`; raises ResolveError like `SyncResolver.resolve`."""
