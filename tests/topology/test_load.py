@@ -463,3 +463,19 @@ def test_render_path(path: tuple[str | int, ...], text: str) -> None:
 def test_standard_tags_are_accepted() -> None:
     topo = load_topology_text("zones: !!map\n  cp: {region: !!str 5}\n")
     assert topo.zones["cp"].region == "5"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("zones:\n  a: {{b: [1]}}\n", "t.yaml:2:7: zones.a: unsupported mapping key (a mapping)"),
+        (
+            "zones:\n  a:\n    ? [1, 2]\n    : x\n",
+            "t.yaml:3:7: zones.a: unsupported mapping key (a list)",
+        ),
+    ],
+)
+def test_mapping_or_list_as_a_key_is_an_error_not_a_crash(text: str, expected: str) -> None:
+    with pytest.raises(ConfigErrors) as info:
+        load_topology_text(text, filename="t.yaml")
+    assert [str(p) for p in info.value.problems] == [expected]

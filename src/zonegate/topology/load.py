@@ -167,8 +167,11 @@ class _Loader:
                 # YAML 1.2 allows re-using an anchor name; the later one wins.
                 warnings.simplefilter("ignore", ReusedAnchorWarning)
                 node = yaml.compose(self.text)
+                # A mapping or list as a key cannot even be loaded (unhashable):
+                # report it at its line and stop there.
                 if node is not None:
-                    self.duplicate_keys(node)
+                    if self.duplicate_keys(node):
+                        raise self.fail()
                     self.tree = yaml.load(self.text)
         except MarkedYAMLError as e:
             self.problems.append(self.yaml_problem(e))
@@ -208,7 +211,10 @@ class _Loader:
             self.filename, mark.line + 1, mark.column + 1, "", f"invalid YAML: {msg}"
         )
 
-    def duplicate_keys(self, root: Node) -> None:
+    def duplicate_keys(self, root: Node) -> bool:
+        """Report duplicate keys (both lines) and keys that are mappings or lists;
+        True when there is such a complex key."""
+        complex_key = False
         seen_nodes: set[int] = set()
         stack: list[tuple[Node, Path]] = [(root, ())]
         while stack:
@@ -220,7 +226,9 @@ class _Loader:
                 first: dict[tuple[str | None, Any], ScalarNode] = {}
                 for key, value in node.value:
                     if not isinstance(key, ScalarNode):
-                        stack.append((value, path))
+                        kind = "mapping" if isinstance(key, MappingNode) else "list"
+                        self.add_at(path, key.start_mark, f"unsupported mapping key (a {kind})")
+                        complex_key = True
                         continue
                     if key.tag != _MERGE_TAG:
                         prev = first.setdefault((key.tag, key.value), key)
@@ -233,6 +241,7 @@ class _Loader:
                     stack.append((value, (*path, key.value)))
             elif isinstance(node, SequenceNode):
                 stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
+        return complex_key
 
     def plain(self, value: Any, path: Path, stack: tuple[int, ...]) -> Any:
         """Convert the round-trip tree into plain Python values, reporting what YAML
