@@ -22,11 +22,16 @@ command -v dig >/dev/null 2>&1 || missing="$missing dnsutils"
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || missing="$missing unbound"
 [ -x /usr/bin/etcd ] || missing="$missing etcd-server"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
+# The VRRP tests in network namespaces (tests/netns) and bench/vrrp_bench.py: keepalived
+# as the peer, nft for the split-brain fault.
+[ -x /usr/sbin/keepalived ] || missing="$missing keepalived"
+[ -x /usr/sbin/nft ] || missing="$missing nftables"
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"  # namespaces, veth
 if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing$missing with apt-get"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
-    # The tests start unbound and etcd themselves; the distro services must not run.
-    for svc in unbound etcd; do
+    # The tests start unbound, etcd and keepalived themselves; the distro services must not run.
+    for svc in unbound etcd keepalived; do
         (systemctl disable --now "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null) || true
     done
 fi

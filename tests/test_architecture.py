@@ -36,6 +36,15 @@ PURE_MODULES = [
     "health/machine.py",
     "lb/http1.py",
     "lb/router.py",
+    "vrrp/packet.py",
+    "vrrp/machine.py",
+    "vrrp/track.py",
+    "control/lease.py",
+    "client/_shard.py",
+    "client/_failover.py",
+    "client/_addresses.py",
+    "lab/drills.py",
+    "lab/report.py",
     "lab/outage.py",
 ]
 

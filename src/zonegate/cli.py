@@ -151,17 +151,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ctl.add_argument("args", nargs=argparse.REMAINDER)
 
+    vr = sub.add_parser(
+        "vrrp",
+        help="run the VRRPv3 agent that moves a zone's VIP between LB nodes (root)",
+        description="Run one node of a VRRPv3 (RFC 5798) virtual router, interoperable with "
+        "keepalived: the node with the highest effective priority holds the zone's VIPs on "
+        "its interface and announces them with gratuitous ARP; a backup takes over within "
+        "3 x advert_interval + skew when the master dies. Tracked checks (the local "
+        "`zonegate lb`, a link, a command) lower the priority; optional quorum mode holds "
+        "the VIPs only with a control-plane lease. SIGTERM stops gracefully (priority-0 "
+        "advert; with graceful_handoff the VIPs stay until a backup is master); SIGKILL is "
+        "a crash. `zonegate vrrp status --admin HOST:PORT` prints a running agent's state. "
+        "Reference: docs/vrrp.md.",
+    )
+    vr.add_argument("file", help="topology YAML file with a vrrp section (or 'status')")
+    vr.add_argument("--instance", default=None, help="vrrp.instances entry to run (this node)")
+    vr.add_argument(
+        "--admin",
+        type=_hostport,
+        default=None,
+        help="admin endpoint HOST:PORT for /status and /metrics (default: the instance's admin)",
+    )
+    vr.add_argument(
+        "--interface", default=None, help="interface to run on (default: the instance's)"
+    )
+    vr.add_argument(
+        "--priority", type=int, default=None, help="priority 1-255 (default: the instance's)"
+    )
+    vr.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
     d = sub.add_parser(
         "demo",
         help="run the example topology on loopback with demo backends and break it",
-        description="Start examples/two-zones.yaml's two LBs and six demo backends on loopback, "
-        "send traffic, kill backends, and report what clients saw. No root needed.",
+        description="Start examples/two-zones.yaml on loopback (six demo backends, two LBs, "
+        "dns, httpdns, control), send SDK traffic, break backends, an LB and a zone, and "
+        "report what clients saw (report.json, report.html). No root needed. docs/demo.md.",
     )
     d.add_argument(
         "--topology", default=None, help="topology file (default: the packaged two-zone example)"
     )
     d.add_argument("--quick", action="store_true", help="shorter steps (for tests)")
-    d.add_argument("--report", default=None, help="write the report as JSON to this file")
+    d.add_argument(
+        "--report",
+        default=None,
+        help="write the JSON report here and the HTML one next to it (default: the run dir)",
+    )
     return p
 
 
@@ -237,6 +271,31 @@ def main(argv: list[str] | None = None) -> int:
         from zonegate.control.ctl import run_ctl
 
         return run_ctl(args.args)
+    if args.command == "vrrp":
+        from zonegate.lb.server import setup_logging
+
+        setup_logging(args.log_level)
+        if args.file == "status":
+            from zonegate.vrrp.agent import run_status
+
+            if args.admin is None:
+                print("usage: zonegate vrrp status --admin HOST:PORT", file=sys.stderr)
+                return 2
+            return run_status(args.admin)
+        if not args.instance:
+            print("zonegate vrrp: --instance NAME is required", file=sys.stderr)
+            return 2
+        from zonegate.vrrp.agent import AgentOptions, run_vrrp
+
+        return run_vrrp(
+            AgentOptions(
+                path=args.file,
+                instance=args.instance,
+                admin=args.admin,
+                interface=args.interface,
+                priority=args.priority,
+            )
+        )
     if args.command == "demo":
         from zonegate.lab.demo import run_demo
 

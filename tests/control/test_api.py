@@ -81,6 +81,7 @@ async def test_openapi_documents_every_endpoint(client: httpx.AsyncClient) -> No
         "/v1/zones/{zone}/{action}",
         "/v1/pools/{pool}/backends/{backend}/{action}",
         "/v1/rollback",
+        "/v1/leases/{name}",
     }
     assert {"DesiredState", "DryRun", "WriteResult", "AuditEntry", "SplitMap"} <= set(
         doc["components"]["schemas"]

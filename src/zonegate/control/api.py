@@ -53,7 +53,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from zonegate.control import fleet, service
+from zonegate.control import fleet, lease, service
 from zonegate.control.fleet import ZoneReport
 from zonegate.control.model import (
     AdminState,
@@ -314,6 +314,7 @@ def create_app(
 
     Reader = Annotated[TokenEntry | None, Depends(reader)]
     Operator = Annotated[TokenEntry, Depends(operator)]
+    lease.install(app, Operator, time.monotonic)  # /v1/leases: VRRP quorum mode
     DryRunFlag = Annotated[
         bool, Query(description="Answer the predicted effect (DryRun); write nothing")
     ]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
-from zonegate.errors import ConfigErrors
+from zonegate.errors import ConfigErrors, ConfigProblem
 from zonegate.topology.load import load_topology
 from zonegate.topology.schema import Topology
 
@@ -32,6 +33,78 @@ def summary(topo: Topology) -> str:
             _count(len(topo.split), "split map"),
         ]
     )
+
+
+def config_warnings(path: str, topo: Topology) -> list[ConfigProblem]:
+    """What is valid but probably not meant, each at its file:line:col.
+
+    Today one case: a zone the GSLB may answer (a candidate of a `dns.domains` GSLB
+    name) whose health check cannot run, i.e. `health.type: lb_status` (the default)
+    without `lb_admin`, or tcp/http with neither `health.address` nor a VIP. `zonegate
+    dns` and `zonegate httpdns` answer such a zone as always up (reason "no health
+    check", logged at start), so its users are sent to it even when it is dead.
+
+    Args:
+        path: The file `topo` was loaded from (for the positions).
+        topo: The validated topology.
+
+    Returns:
+        The warnings, in file order; empty when there is nothing to say.
+    """
+    if not any(domain.gslb for domain in topo.dns.domains.values()):
+        return []
+    from zonegate.dns.policy import compile_gslb
+    from zonegate.dns.zonehealth import health_source
+
+    used: set[str] = set()
+    for entry in compile_gslb(topo).names.values():
+        if entry.cname is None:
+            used.update(entry.candidates)
+    out: list[ConfigProblem] = []
+    tree = _tree(path)
+    for name, zone in topo.zones.items():
+        if name not in used or health_source(zone) is not None:
+            continue
+        if zone.health.type == "lb_status":
+            what = (
+                f"health check lb_status (the default) but no lb_admin: the GSLB cannot "
+                f"probe zone {name!r} and answers it as always up; set zones.{name}.lb_admin "
+                f"to its LB's admin address, or use a tcp/http health check"
+            )
+        else:
+            what = (
+                f"health check {zone.health.type} with neither health.address nor a VIP: "
+                f"the GSLB cannot probe zone {name!r} and answers it as always up"
+            )
+        line, col = _position(tree, ["zones", name, "health", "type"])
+        out.append(ConfigProblem(path, line, col, f"zones.{name}", f"warning: {what}"))
+    return sorted(out, key=lambda p: (p.line or 0, p.col or 0))
+
+
+def _tree(path: str) -> Any:
+    """The file's YAML tree with line marks (None if it cannot be read again)."""
+    from ruamel.yaml import YAML
+
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return YAML(typ="rt").load(f)
+    except Exception:  # read once already; a race with an editor only loses the line
+        return None
+
+
+def _position(tree: Any, keys: list[str]) -> tuple[int | None, int | None]:
+    """1-based line and column of the deepest of `keys` present in `tree`."""
+    best: tuple[int | None, int | None] = (None, None)
+    node = tree
+    for key in keys:
+        lc = getattr(node, "lc", None)
+        if lc is None or not isinstance(node, dict) or key not in node:
+            break
+        with contextlib.suppress(KeyError, TypeError, AttributeError):
+            line, col = lc.key(key)
+            best = (line + 1, col + 1)
+        node = node[key]
+    return best
 
 
 def run_check(path: str, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -61,8 +134,12 @@ def run_check(path: str, *, out: TextIO | None = None, err: TextIO | None = None
         for problem in e.problems:
             print(problem, file=err)
         return 1
-    print(f"{path}: OK — {summary(topo)}", file=out)
+    found = config_warnings(path, topo)
+    for warning in found:
+        print(warning, file=err)
+    note = f" ({len(found)} warning{'s' if len(found) != 1 else ''})" if found else ""
+    print(f"{path}: OK{note} — {summary(topo)}", file=out)
     return 0
 
 
-__all__ = ["run_check", "summary"]
+__all__ = ["config_warnings", "run_check", "summary"]

@@ -359,6 +359,9 @@ class Dns(Model):
     accounts: dict[Name, HttpdnsAccount] = {}
     """httpdns signed mode: requests must carry account, expiry and signature."""
     require_signature: bool = False
+    signature_max_validity: Duration = Field(default=3600.0, gt=0)
+    """httpdns: how far in the future a signed request's `expiry` may lie (default 1 h):
+    a signature is a bearer token, so one "valid for 10 years" is refused (403)."""
     rate_limit: Annotated[int, Field(ge=0)] = 0
     """httpdns: requests per second per client IP (0: unlimited)."""
     rrl: Annotated[int, Field(ge=0)] = 0
@@ -369,6 +372,97 @@ class Dns(Model):
     tcp_idle: Duration = Field(default=10.0, gt=0)
 
 
+class VrrpGarp(Model):
+    """Gratuitous ARPs a new master sends for its VIPs (docs/vrrp.md)."""
+
+    count: Annotated[int, Field(ge=0, le=100)] = 5
+    """ARPs per burst, for each VIP (keepalived: 5); 0 sends none."""
+    spacing: Duration = Field(default=0.05, ge=0, le=10.0)
+    """Time between the ARPs of a burst."""
+    repeat: Duration = Field(default=5.0, ge=0)
+    """A second burst this long after takeover (keepalived's garp_master_delay); 0: none."""
+    refresh: Duration = Field(default=10.0, ge=0)
+    """Then a burst this often while master, for neighbours that missed the first; 0: none."""
+
+
+class VrrpTrack(Model):
+    """A check that lowers the priority by `weight` while it fails (docs/vrrp.md)."""
+
+    type: Literal["lb", "interface", "command"]
+    """lb: GET /healthz of a `zonegate lb` admin endpoint answers 200. interface: the
+    link `name` is up and running. command: `command` (run by /bin/sh) exits 0."""
+    weight: Annotated[int, Field(ge=0, le=254)]
+    address: Address | None = None
+    """lb: the admin endpoint. Default: the zone's `lb_admin`."""
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")] | None = None
+    """interface: the interface name."""
+    command: Annotated[str, Field(min_length=1)] | None = None
+    """command: a shell command line."""
+    interval: Duration = Field(default=1.0, gt=0)
+    timeout: Duration | None = Field(default=None, gt=0)
+    """Longest wait for one probe. Default: `interval`."""
+    rise: Annotated[int, Field(ge=1, le=100)] = 2
+    """Passed probes in a row that bring a failed check back."""
+    fall: Annotated[int, Field(ge=1, le=100)] = 2
+    """Failed probes in a row that fail the check."""
+
+
+class VrrpQuorum(Model):
+    """At-most-one mode: hold the VIPs only while holding a control-plane lease."""
+
+    control: Annotated[list[Annotated[str, Field(pattern=r"^https?://\S+$")]], Field(min_length=1)]
+    """Control plane URLs, tried in order."""
+    lease_ttl: Duration = Field(default=3.0, gt=0)
+    """Lease lifetime; renewed every lease_ttl / 3. At most 10s (the control plane's
+    limit, which is also how long it refuses new holders after it starts)."""
+    token_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    """Environment variable holding an operator token. Default: none (open API)."""
+    lease: Name | None = None
+    """Lease name. Default: `vrrp-ZONE-VRID`."""
+
+
+class VrrpInstance(Model):
+    """One node of a VRRPv3 virtual router (`zonegate vrrp FILE --instance NAME`)."""
+
+    zone: Name
+    """The zone whose VIPs this virtual router holds."""
+    interface: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")]
+    """Adverts are sent on it and the VIPs are added to it."""
+    vrid: Annotated[int, Field(ge=1, le=255)]
+    """Virtual router id, the same on every node of the group."""
+    priority: Annotated[int, Field(ge=1, le=255)] = 100
+    """1-254; 255 only for the address owner."""
+    advert_interval: Duration = 1.0
+    """10ms to 40.95s, in whole centiseconds (RFC 5798's Max Adver Int)."""
+    preempt: bool = True
+    preempt_delay: Duration = Field(default=0.0, ge=0)
+    """Tolerate a lower-priority master this long before preempting it."""
+    startup_delay: Duration = Field(default=0.0, ge=0)
+    """Stay Backup this long after start: no takeover, no preemption."""
+    vips: list[str] = []
+    """IPv4 addresses with an optional prefix length (10.9.0.100/24). Default: the
+    zone's IPv4 `vips`, as /32."""
+    unicast_peers: list[IpText] = []
+    """Send adverts to these IPv4 addresses instead of multicast 224.0.0.18."""
+    source: IpText | None = None
+    """Source address of adverts. Default: the interface's first IPv4 address."""
+    garp: VrrpGarp = VrrpGarp()
+    graceful_handoff: bool = True
+    """On a graceful stop, keep the VIPs until a backup announces itself master."""
+    admin: Address | None = None
+    """/status and /metrics. Default: none; `--admin` overrides it."""
+    notify: Annotated[str, Field(min_length=1)] | None = None
+    """A command run as `notify STATE INSTANCE` on each state change."""
+    track: list[VrrpTrack] = []
+    quorum: VrrpQuorum | None = None
+
+
+class Vrrp(Model):
+    """The VRRPv3 agents (`zonegate vrrp`): one instance per LB node."""
+
+    instances: dict[Name, VrrpInstance] = {}
+
+
 class Topology(Model):
     """The whole topology file."""
 
@@ -377,6 +471,7 @@ class Topology(Model):
     listeners: dict[Name, Listener] = {}
     dns: Dns = Dns()
     split: dict[str, SplitMap] = {}
+    vrrp: Vrrp = Vrrp()
 
 
 __all__ = [

@@ -43,6 +43,8 @@ from zonegate.topology.schema import (
     SplitMap,
     StaticRecord,
     Topology,
+    VrrpInstance,
+    VrrpTrack,
 )
 from zonegate.topology.types import HostPort, format_duration
 
@@ -239,6 +241,7 @@ class _Checker:
         for domain, split in self.topo.split.items():
             self.split(domain, split)
         self.vips()
+        _VrrpChecker(self).run()
         _DnsChecker(self).run()
         return self.problems
 
@@ -398,6 +401,147 @@ class _Checker:
                 first = seen.setdefault(str(ip), i)
                 if first != i:
                     self.add(at, f"duplicate vip {ip} (also vips[{first}])")
+
+
+# --- vrrp ---------------------------------------------------------------------------
+
+MAX_LEASE_TTL = 10.0
+"""The control plane's longest lease (control.lease.MAX_TTL)."""
+
+
+def vrrp_vips(topo: Topology, instance: VrrpInstance) -> list[ipaddress.IPv4Interface]:
+    """The VIPs a VRRP instance holds: its `vips`, else its zone's IPv4 vips as /32.
+
+    Entries that do not parse are skipped (`validate` reports them).
+    """
+    out: list[ipaddress.IPv4Interface] = []
+    if instance.vips:
+        for text in instance.vips:
+            try:
+                out.append(ipaddress.IPv4Interface(text))
+            except ValueError:
+                continue
+        return out
+    zone = topo.zones.get(instance.zone)
+    for text in zone.vips if zone is not None else []:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if isinstance(ip, ipaddress.IPv4Address):
+            out.append(ipaddress.IPv4Interface(ip))
+    return out
+
+
+class _VrrpChecker:
+    """The `vrrp` section: zones, VIPs, intervals, (interface, vrid) ownership, tracks."""
+
+    def __init__(self, checker: _Checker) -> None:
+        self.c = checker
+        self.topo = checker.topo
+
+    def run(self) -> None:
+        groups: dict[tuple[str, int], tuple[str, str]] = {}
+        """(interface, vrid) -> (zone, first instance)."""
+        vip_sets: dict[tuple[str, int], tuple[frozenset[str], str]] = {}
+        for name, inst in self.topo.vrrp.instances.items():
+            here: Path = ("vrrp", "instances", name)
+            self.c.zone_ref((*here, "zone"), inst.zone)
+            key = (inst.interface, inst.vrid)
+            first = groups.setdefault(key, (inst.zone, name))
+            if first[0] != inst.zone:
+                self.c.add(
+                    (*here, "vrid"),
+                    f"vrid {inst.vrid} on {inst.interface} is already used by instance "
+                    f"'{first[1]}' of zone '{first[0]}': each zone's virtual router needs "
+                    "its own vrid on a link",
+                )
+            self.interval((*here, "advert_interval"), inst.advert_interval)
+            vips = self.vips(here, name, inst)
+            if vips is not None:
+                seen = vip_sets.setdefault((inst.zone, inst.vrid), (vips, name))
+                if seen[0] != vips and first[0] == inst.zone:
+                    self.c.add(
+                        (*here, "vips"),
+                        f"VIPs differ from those of instance '{seen[1]}' of the same "
+                        "virtual router (every node must announce the same addresses)",
+                    )
+            for field in ("unicast_peers",):
+                for i, text in enumerate(getattr(inst, field)):
+                    self.ipv4((*here, field, i), text)
+            if inst.source is not None:
+                self.ipv4((*here, "source"), inst.source)
+            for i, track in enumerate(inst.track):
+                self.track((*here, "track", i), inst, track)
+            if inst.quorum is not None and inst.quorum.lease_ttl > MAX_LEASE_TTL:
+                self.c.add(
+                    (*here, "quorum", "lease_ttl"),
+                    f"lease_ttl must be at most {format_duration(MAX_LEASE_TTL)}, "
+                    f"got {format_duration(inst.quorum.lease_ttl)}",
+                )
+
+    def ipv4(self, path: Path, text: str) -> None:
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            self.c.add(path, f"invalid address '{text}': expected an IPv4 address")
+
+    def interval(self, path: Path, seconds: float) -> None:
+        cs = round(seconds * 100)
+        if not 1 <= cs <= 4095 or abs(cs - seconds * 100) > 1e-6:
+            self.c.add(
+                path,
+                f"advert_interval must be whole centiseconds from 10ms to 40.95s "
+                f"(RFC 5798), got {format_duration(seconds)}",
+            )
+
+    def vips(self, here: Path, name: str, inst: VrrpInstance) -> frozenset[str] | None:
+        if not inst.vips:
+            found = vrrp_vips(self.topo, inst)
+            if not found and inst.zone in self.topo.zones:
+                self.c.add(
+                    (*here, "zone"),
+                    f"zone '{inst.zone}' has no IPv4 vip: set vrrp.instances.{name}.vips",
+                )
+                return None
+            return frozenset(str(v.ip) for v in found)
+        good: set[str] = set()
+        for i, text in enumerate(inst.vips):
+            at: Path = (*here, "vips", i)
+            try:
+                vip = ipaddress.IPv4Interface(text)
+            except ValueError:
+                try:
+                    ipaddress.ip_interface(text)
+                    why = "VRRP here is IPv4 only"
+                except ValueError:
+                    why = "expected an address with an optional /prefix"
+                self.c.add(at, f"invalid VIP '{text}': {why}, e.g. 10.9.0.100/24")
+                continue
+            if str(vip.ip) in good:
+                self.c.add(at, f"duplicate VIP {vip.ip}")
+            good.add(str(vip.ip))
+        if len(inst.vips) > 255:
+            self.c.add((*here, "vips"), "at most 255 VIPs per virtual router")
+        return frozenset(good)
+
+    def track(self, path: Path, inst: VrrpInstance, track: VrrpTrack) -> None:
+        needs = {"lb": "address", "interface": "name", "command": "command"}
+        for key in ("address", "name", "command"):
+            value = getattr(track, key)
+            if value is not None and needs[track.type] != key:
+                self.c.add((*path, key), f"'{key}' is not used by a check of type {track.type}")
+        if track.type == "interface" and track.name is None:
+            self.c.add(path, "a check of type interface needs 'name'")
+        if track.type == "command" and track.command is None:
+            self.c.add(path, "a check of type command needs 'command'")
+        if track.type == "lb" and track.address is None:
+            zone = self.topo.zones.get(inst.zone)
+            if zone is not None and zone.lb_admin is None:
+                self.c.add(
+                    path,
+                    f"a check of type lb needs 'address' (zone '{inst.zone}' has no lb_admin)",
+                )
 
 
 # --- dns ----------------------------------------------------------------------------
@@ -794,4 +938,12 @@ def validate(
     return _Checker(topo, also_defined or {}).run()
 
 
-__all__ = ["Path", "Problem", "is_dns_name", "qualify", "split_ranges_problems", "validate"]
+__all__ = [
+    "Path",
+    "Problem",
+    "is_dns_name",
+    "qualify",
+    "split_ranges_problems",
+    "validate",
+    "vrrp_vips",
+]
