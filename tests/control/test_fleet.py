@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from zonegate.control.fleet import LbReport, ZoneReport, lb_report, rates, vrrp_report
+from zonegate.control.fleet_poll import vrrp_admins
+from zonegate.topology.load import load_topology
 
 # fmt: off
 STATUS = {
@@ -85,3 +89,14 @@ def test_rate_is_never_negative(counters):
         doc = {"pools": {"p": {"zone": "z", "responses": n}}}
         prev = lb_report("z", doc, "", float(i + 1), prev)
         assert prev.rate is None or prev.rate >= 0
+
+
+def test_vrrp_admins_from_the_topology():
+    example = Path(__file__).resolve().parents[2] / "examples" / "vrrp-lab.yaml"
+    found = vrrp_admins(load_topology(example))
+    assert found, "examples/vrrp-lab.yaml has VRRP instances with an admin endpoint"
+    for zone, instances in found.items():
+        assert instances
+        for name, address in instances:
+            assert name, zone
+            assert address.port > 0, (zone, name)

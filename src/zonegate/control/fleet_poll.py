@@ -35,8 +35,7 @@ def _url(address: HostPort) -> str:
 def vrrp_admins(topo: Topology) -> dict[str, list[tuple[str, HostPort]]]:
     """Per zone, its VRRP instances with an admin endpoint: (instance, address)."""
     out: dict[str, list[tuple[str, HostPort]]] = {}
-    vrrp = getattr(topo, "vrrp", None)
-    for name, inst in (getattr(vrrp, "instances", None) or {}).items():
+    for name, inst in topo.vrrp.instances.items():
         if inst.admin is not None:
             out.setdefault(inst.zone, []).append((name, inst.admin))
     return out
