@@ -21,10 +21,12 @@ query's latency). It prints QPS, latencies, CPU use and the ratios against the t
 (static names >= 0.9x PowerDNS with packet cache; GSLB names >= 1.5x PowerDNS LUA
 records with a shared Lua state), on raw QPS and on QPS per core of server CPU.
 
-zonegate caches a GSLB decision per client for 1 s and dnsperf has one source address,
-so the measured GSLB path is the cached one. The script also times zonegate's
-`DnsService.respond()` in-process (static, GSLB cached, GSLB from a new resolver or a
-new ECS subnet each call) and estimates the uncached GSLB QPS from it.
+zonegate decides every GSLB query (a weighted draw each time; what it precomputes per
+name, type, client region and zone states is the deterministic part of the chain, see
+docs/dns.md), so the measured GSLB path is the real one even from dnsperf's single
+source address. The script also times zonegate's `DnsService.respond()` in-process
+(static, a repeated static query as `_Udp` answers it, GSLB, GSLB from a new resolver
+or a new ECS subnet each call).
 
 This is a report, not a test: it exits 0 whatever the figures say, 1 if a server did
 not start or answer correctly, 2 if tools are missing and cannot be installed, 130 if
@@ -41,11 +43,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -63,14 +62,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import (  # bench/benchlib.py: what the bench scripts share
+    Proc,
+    Procs,
+    apt_install,
+    cpu_busy,
+    deb_version,
+    machine_info,
+    machine_times,
+    proc_cpu,
+    process_times,
+    settle,
+    tool_version,
+    which,
+)
+
 SERVERS = ("zonegate", "gdnsd", "pdns")
 SCENARIOS = ("static", "gslb")
 TARGET_STATIC = 0.9  # zonegate QPS >= 0.9x PowerDNS (packet cache) on static names
 TARGET_GSLB = 1.5  # zonegate QPS >= 1.5x PowerDNS LUA records (shared state) on GSLB names
 START_TIMEOUT = 20.0  # seconds for a server to answer correctly
-STOP_GRACE = 5.0
-SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 ZONE = "example.test"
 VIP1, VIP2 = "127.0.0.11", "127.0.0.12"
 GSLB_TTL = 30
@@ -115,10 +126,6 @@ PACKAGES = {
 }
 
 
-def which(name: str) -> str | None:
-    return shutil.which(name, path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
-
-
 def bind_backend_present() -> bool:
     return any(Path("/usr/lib").glob("*/pdns/libbindbackend.so")) or any(
         Path("/usr/lib").glob("pdns/libbindbackend.so")
@@ -145,7 +152,7 @@ def ensure_tools(install: bool, servers: Sequence[str]) -> dict[str, str]:
             fail_tools(f"missing {', '.join(missing)} and not root to install them")
         pkgs = [p for n in missing for p in PACKAGES[n]]
         print(f"installing {' '.join(pkgs)} from Debian packages ...", flush=True)
-        apt_install(pkgs)
+        apt_install(pkgs, "dns_bench")
         missing = missing_now()
     if missing:
         fail_tools(f"missing tools: {', '.join(missing)} (packages: see --help)")
@@ -162,310 +169,24 @@ def fail_tools(msg: str) -> None:
     raise SystemExit(2)
 
 
-def apt_install(pkgs: Sequence[str]) -> bool:
-    """`apt-get install -y PKGS` without starting distro services (policy-rc.d 101)."""
-    policy = Path("/usr/sbin/policy-rc.d")
-    created = False
-    if not policy.exists():
-        policy.write_text(
-            "#!/bin/sh\n# dns_bench: do not start services during install\nexit 101\n"
-        )
-        policy.chmod(0o755)
-        created = True
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    try:
-        r = subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", *pkgs],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    except subprocess.TimeoutExpired:
-        print(f"apt-get install {' '.join(pkgs)}: timed out", file=sys.stderr)
-        return False
-    finally:
-        if created:
-            policy.unlink(missing_ok=True)
-    if r.returncode != 0:
-        print(f"apt-get install {' '.join(pkgs)} failed:\n{r.stderr[-2000:]}", file=sys.stderr)
-        return False
-    return True
-
-
-def tool_version(argv: Sequence[str], pattern: str = "") -> str:
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"? ({e})"
-    lines = (r.stdout + r.stderr).strip().splitlines()
-    for line in lines:
-        if not pattern or re.search(pattern, line):
-            return line.strip()
-    return "?"
-
-
-def deb_version(pkg: str) -> str:
-    try:
-        r = subprocess.run(
-            ["dpkg-query", "-W", "-f", "${Version}", pkg],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return r.stdout.strip() or "?"
-
-
-def machine_info(tools: dict[str, str]) -> dict[str, Any]:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    try:
-        import uvloop
-
-        uv = uvloop.__version__
-    except ImportError:
-        uv = "not installed"
-    try:
-        import zonegate
-
-        zg = zonegate.__version__
-    except ImportError:
-        zg = "not importable"
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "nproc": os.cpu_count(),
-        "cpus_allowed": sorted(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "uvloop": uv,
-        "zonegate": zg,
-        "dnsperf": tool_version([tools["dnsperf"], "-h"], r"^Version")
-        + " (deb "
-        + deb_version("dnsperf")
-        + ")",
-        "gdnsd": "deb " + deb_version("gdnsd") if "gdnsd" in tools else "-",
-        "pdns": "deb " + deb_version("pdns-server") if "pdns_server" in tools else "-",
-        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
-        "git": git_state(),
-    }
-
-
-def git_state() -> str:
-    """HEAD of the checkout being measured, and whether src/zonegate is modified."""
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(repo), "log", "-1", "--format=%h %s"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--", "src/zonegate"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.split("\n")
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    n = len([x for x in dirty if x.strip()])
-    digest = hashlib.sha256()
-    for f in sorted((repo / "src" / "zonegate").rglob("*.py")):
-        digest.update(f.relative_to(repo).as_posix().encode() + b"\0" + f.read_bytes())
-    return (
-        f"{head or '?'}"
-        + (f" (+{n} uncommitted files under src/zonegate)" if n else "")
-        + f", src sha256 {digest.hexdigest()[:12]}"
+def dns_machine_info(tools: dict[str, str]) -> dict[str, Any]:
+    """`benchlib.machine_info` plus the versions of dnsperf, gdnsd and PowerDNS."""
+    return machine_info(
+        versions={
+            "dnsperf": tool_version([tools["dnsperf"], "-h"], r"^Version")
+            + " (deb "
+            + deb_version("dnsperf")
+            + ")",
+            "gdnsd": "deb " + deb_version("gdnsd") if "gdnsd" in tools else "-",
+            "pdns": "deb " + deb_version("pdns-server") if "pdns_server" in tools else "-",
+        }
     )
 
 
 # --------------------------------------------------------------------------- CPU accounting
 
 
-def machine_times() -> dict[str, float]:
-    """CPU seconds so far, all CPUs: procs (user+nice+system), kern (irq+softirq), steal."""
-    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return {
-        "procs": (v[0] + v[1] + v[2]) / CLK_TCK,
-        "kern": (v[5] + v[6]) / CLK_TCK,
-        "steal": v[7] / CLK_TCK,
-    }
-
-
-def machine_busy() -> float:
-    t = machine_times()
-    return t["procs"] + t["kern"]
-
-
-def cpu_busy() -> dict[str, float]:
-    """Busy CPU seconds so far per CPU ("cpu0", ...), softirq included."""
-    out = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        if not line.startswith("cpu") or line.startswith("cpu "):
-            continue
-        name, *parts = line.split()
-        v = [int(x) for x in parts]
-        out[name] = (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
-    return out
-
-
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads)."""
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(f[11]) + int(f[12])) / CLK_TCK
-
-
-OUR_PIDS: set[int] = {os.getpid()}
-"""This script and the servers it started: not "others" (dnsperf is gone when it counts)."""
-
-
-def process_times() -> dict[tuple[int, int], float]:
-    """CPU seconds of every user-space process but ours, keyed by (pid, start time).
-
-    Exact per process (the scheduler's run time), unlike the tick-sampled /proc/stat.
-    """
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) in OUR_PIDS:
-            continue
-        try:
-            f = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if d == "2" or f[1] == "2":  # kthreadd and kernel threads
-            continue
-        out[(int(d), int(f[19]))] = (int(f[11]) + int(f[12])) / CLK_TCK
-    return out
-
-
-def settle(max_wait: float, limit: float = 0.3) -> float:
-    """Wait (up to `max_wait` s) for a 1 s window in which the machine is nearly idle."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        b0, t0 = machine_busy(), time.monotonic()
-        time.sleep(1.0)
-        busy = (machine_busy() - b0) / (time.monotonic() - t0)
-        if busy <= limit or time.monotonic() >= deadline:
-            return busy
-
-
 # --------------------------------------------------------------------------- processes
-
-
-def group_members(pgid: int) -> list[int]:
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
-            pids.append(int(d))
-    return pids
-
-
-class Proc:
-    """A child process in its own session; stopped by PID (then its group, by PGID)."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        log_path: Path,
-        cpus: str | None,
-        taskset: str,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self.log_path = log_path
-        argv = list(argv)
-        if cpus and taskset:
-            argv = [taskset, "-c", cpus, *argv]  # taskset execs: the PID stays the same
-        self.argv = argv
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
-        self.pid = self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_text().splitlines()[-n:])
-
-    def stop(self, grace: float = STOP_GRACE) -> None:
-        """SIGTERM the PID, wait, then SIGKILL what is left of its process group."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                print(f"  {self.name} (pid {self.pid}) ignored SIGTERM; killing", flush=True)
-        deadline = time.monotonic() + grace
-        while True:
-            members = group_members(self.pid)
-            if not members:
-                break
-            if time.monotonic() > deadline or not self.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                if time.monotonic() > deadline + grace:
-                    print(f"  {self.name}: pids {members} survive SIGKILL", flush=True)
-                    break
-            time.sleep(0.05)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(grace)
-        self._log.close()
-
-
-class Procs:
-    """Every process started, so that `finally` can stop them all."""
-
-    def __init__(self) -> None:
-        self.items: list[Proc] = []
-
-    def start(self, *args: Any, **kw: Any) -> Proc:
-        p = Proc(*args, **kw)
-        self.items.append(p)
-        OUR_PIDS.add(p.pid)
-        return p
-
-    def stop(self, p: Proc) -> None:
-        try:
-            p.stop()
-        finally:
-            if p in self.items:
-                self.items.remove(p)
-
-    def stop_all(self) -> None:
-        while self.items:
-            self.stop(self.items[-1])
 
 
 # --------------------------------------------------------------------------- network
@@ -1046,11 +767,12 @@ def pin_plan(pin: str) -> tuple[str | None, str | None]:
 def inprocess_costs(topo_path: Path, cpu: str | None, n: int = 30000) -> dict[str, float]:
     """Microseconds per `DnsService.respond()` call in this process (no sockets, no loop).
 
-    static: the 10 static queries (the fast path). gslb cached: the GSLB name from one
-    resolver (every call but the first is a decision-cache hit, as under dnsperf).
-    gslb uncached: from a different resolver address each call, as when many resolvers
-    ask (each asks once per TTL): a policy decision and a template build every call.
-    gslb uncached ECS: a different client subnet each call (EDNS Client Subnet).
+    static: the 10 static queries (the fast path of `respond`). static repeated: the
+    same, as `_Udp` answers a query it has seen (`DnsService.answers`, a dict lookup).
+    gslb: the GSLB name from one resolver (a weighted draw every call, as under
+    dnsperf). gslb new resolver: from a different resolver address each call. gslb new
+    ECS: a different client subnet each call (EDNS Client Subnet: parse, region).
+    Caches are emptied before each timed pass.
     """
     import dns.edns
     import dns.message
@@ -1060,7 +782,7 @@ def inprocess_costs(topo_path: Path, cpu: str | None, n: int = 30000) -> dict[st
 
     up = ZoneState(up=True, healthy=1, total=1)
     svc = DnsService(compile_file(str(topo_path), 1, 1), {"z1": up, "z2": up})
-    svc.now = 1.0  # cached decisions stay valid for the whole measurement
+    svc.now = 1.0
 
     def wire(name: str, qtype: str, **kw: Any) -> bytes:
         return dns.message.make_query(name, qtype, **kw).to_wire()
@@ -1077,11 +799,22 @@ def inprocess_costs(topo_path: Path, cpu: str | None, n: int = 30000) -> dict[st
         )
         for i in range(n)
     ]
+    answers = svc.answers
+
+    def repeated(i: int) -> bytes:
+        data = static[i % len(static)]
+        hit = answers.get(data[2:])
+        if hit is None:
+            return svc.respond(data, "127.0.0.1", True) or b""
+        svc.queries[hit[1]] += 1
+        return data[:2] + hit[0]
+
     cases: dict[str, Any] = {
         "static": lambda i: svc.respond(static[i % len(static)], "127.0.0.1", True),
-        "gslb cached": lambda i: svc.respond(gslb, "127.0.0.1", True),
-        "gslb uncached": lambda i: svc.respond(gslb, ips[i], True),
-        "gslb uncached ECS": lambda i: svc.respond(ecs[i], "127.0.0.1", True),
+        "static repeated": repeated,
+        "gslb": lambda i: svc.respond(gslb, "127.0.0.1", True),
+        "gslb new resolver": lambda i: svc.respond(gslb, ips[i], True),
+        "gslb new ECS": lambda i: svc.respond(ecs[i], "127.0.0.1", True),
     }
     saved = os.sched_getaffinity(0)
     out: dict[str, float] = {}
@@ -1092,10 +825,10 @@ def inprocess_costs(topo_path: Path, cpu: str | None, n: int = 30000) -> dict[st
             for i in range(min(n, 2000)):  # warm up (and check the answers exist)
                 if call(i) is None:
                     raise StartError(f"in-process {name}: respond() returned None")
-            svc.decisions.clear()
             best = float("inf")
             for _ in range(3):  # best of three: the least disturbed
-                svc.decisions.clear()
+                if name != "static repeated":
+                    svc.swap(svc.compiled)  # empty every cache
                 t0 = time.perf_counter()
                 for i in range(n):
                     call(i)
@@ -1396,37 +1129,6 @@ def _verdict(met: bool | None) -> str:
     return "-" if met is None else ("MET" if met else "NOT MET")
 
 
-def uncached_estimate(summary: dict[str, Any], inproc: dict[str, float]) -> dict[str, Any]:
-    """zonegate's GSLB QPS per core if no query hit the decision cache, estimated.
-
-    That is the case when many resolvers ask (each once per TTL). The measured GSLB run
-    is the cached path: its CPU per query minus the in-process cached `respond()` is the
-    rest (I/O, event loop); an uncached query costs that rest plus the uncached
-    `respond()`. Compared with PowerDNS LUA's QPS per core (every LUA query runs Lua).
-    """
-    gslb = summary.get("gslb", {}).get("capacity", {})
-    zg = gslb.get("zonegate")
-    if not zg or not zg["qps_per_core"] or "gslb cached" not in inproc:
-        return {}
-    cpu_per_query = 1e6 / zg["qps_per_core"]  # us of zonegate CPU per query
-    rest = max(0.0, cpu_per_query - inproc["gslb cached"])
-    out: dict[str, Any] = {"rest_us": rest}
-    lines = []
-    for case in ("gslb uncached", "gslb uncached ECS"):
-        if case not in inproc:
-            continue
-        per_core = 1e6 / (rest + inproc[case])
-        out[case] = per_core
-        pd = gslb.get("pdns", {}).get("qps_per_core")
-        vs = f" = {per_core / pd:.2f}x pdns LUA per core" if pd else ""
-        lines.append(f"{case} ~{per_core:,.0f} qps/core{vs}")
-    out["text"] = (
-        f"estimate, zonegate GSLB with no decision-cache hit ({rest:.1f} us/query of I/O "
-        f"and loop + in-process respond()): " + "; ".join(lines)
-    )
-    return out
-
-
 def parse_seconds(text: str) -> float:
     m = re.fullmatch(r"([0-9.]+)(ms|s)?", text.strip())
     if not m:
@@ -1500,7 +1202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pin=args.pin,
     )
     tools = ensure_tools(not args.no_install, servers)
-    info = machine_info(tools)
+    info = dns_machine_info(tools)
     server_cpus, load_cpus = pin_plan(st.pin)
     print(
         f"dns_bench {info['date']}: {info['nproc']} CPU ({info['cpu_model']}), "
@@ -1638,9 +1340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     summary = summarize(runs, st)
     print_table(summary, st)
-    estimate = uncached_estimate(summary, inproc)
-    if estimate:
-        print(estimate["text"])
     if args.json:
         data = {
             "machine": info,
@@ -1650,7 +1349,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "summary": summary,
             "zonegate_check": zg_log_problems,
             "zonegate_inprocess_us": inproc,
-            "zonegate_uncached_estimate": estimate,
             "interrupted": interrupted,
         }
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")

@@ -21,13 +21,9 @@ See bench/README.md for what each column means and how the CPUs are shared.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
-import hashlib
 import http.client
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -43,13 +39,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import (  # bench/benchlib.py: what the bench scripts share
+    Proc,
+    Procs,
+    apt_install,
+    cpu_busy,
+    cpu_by_group,
+    machine_info,
+    machine_times,
+    settle,
+    tool_version,
+    which,
+)
+
 PROXIES = ("nginx", "haproxy", "zonegate")
 TARGET_RPS_RATIO = 0.7  # zonegate req/s >= 0.7x nginx (1 and 2 workers)
 TARGET_P99_RATIO = 1.5  # zonegate p99 <= 1.5x nginx (1 worker)
 START_TIMEOUT = 20.0  # seconds for a proxy/backend to answer its first request
-STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
-SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class StartError(RuntimeError):
@@ -57,10 +63,6 @@ class StartError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- tools
-
-
-def which(name: str) -> str | None:
-    return shutil.which(name, path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
 
 
 def fail_tools(msg: str) -> None:
@@ -79,7 +81,7 @@ def ensure_tools(install: bool) -> dict[str, str]:
         for n in missing:
             candidates = ["nginx-light", "nginx"] if n == "nginx" else [wanted[n]]
             for pkg in candidates:
-                if apt_install(pkg):
+                if apt_install(pkg, "lb_bench"):
                     break
         missing = [n for n in wanted if which(n) is None]
     if missing:
@@ -91,278 +93,18 @@ def ensure_tools(install: bool) -> dict[str, str]:
     return tools
 
 
-def apt_install(pkg: str) -> bool:
-    """`apt-get install -y PKG` without starting the distro service (policy-rc.d 101)."""
-    policy = Path("/usr/sbin/policy-rc.d")
-    created = False
-    if not policy.exists():
-        policy.write_text("#!/bin/sh\n# lb_bench: do not start services during install\nexit 101\n")
-        policy.chmod(0o755)
-        created = True
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    try:
-        r = subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", pkg],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    except subprocess.TimeoutExpired:
-        print(f"apt-get install {pkg}: timed out", file=sys.stderr)
-        return False
-    finally:
-        if created:
-            policy.unlink(missing_ok=True)
-    if r.returncode != 0:
-        print(f"apt-get install {pkg} failed:\n{r.stderr[-2000:]}", file=sys.stderr)
-        return False
-    return True
-
-
-def tool_version(argv: Sequence[str]) -> str:
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"? ({e})"
-    out = (r.stdout + r.stderr).strip().splitlines()
-    return out[0].strip() if out else "?"
-
-
-def machine_info(tools: dict[str, str]) -> dict[str, Any]:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    try:
-        import uvloop
-
-        uv = uvloop.__version__
-    except ImportError:
-        uv = "not installed"
-    try:
-        import zonegate
-
-        zg = zonegate.__version__
-    except ImportError:
-        zg = "not importable"
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "nproc": os.cpu_count(),
-        "cpus_allowed": sorted(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "uvloop": uv,
-        "zonegate": zg,
-        "nginx": tool_version([tools["nginx"], "-v"]),
-        "haproxy": tool_version([tools["haproxy"], "-v"]),
-        "wrk": tool_version([tools["wrk"], "-v"]),
-        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
-        "git": git_state(),
-    }
-
-
-def git_state() -> str:
-    """HEAD of the checkout being measured, and whether src/zonegate/lb is modified."""
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(repo), "log", "-1", "--format=%h %s"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--", "src/zonegate"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.split("\n")
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    n = len([x for x in dirty if x.strip()])
-    digest = hashlib.sha256()
-    for f in sorted((repo / "src" / "zonegate").rglob("*.py")):
-        digest.update(f.relative_to(repo).as_posix().encode() + b"\0" + f.read_bytes())
-    return (
-        f"{head or '?'}"
-        + (f" (+{n} uncommitted files under src/zonegate)" if n else "")
-        + f", src sha256 {digest.hexdigest()[:12]}"
+def lb_machine_info(tools: dict[str, str]) -> dict[str, Any]:
+    """`benchlib.machine_info` plus the versions of nginx, HAProxy and wrk."""
+    return machine_info(
+        versions={
+            "nginx": tool_version([tools["nginx"], "-v"]),
+            "haproxy": tool_version([tools["haproxy"], "-v"]),
+            "wrk": tool_version([tools["wrk"], "-v"]),
+        }
     )
 
 
-def settle(max_wait: float, limit: float = 0.3) -> float:
-    """Wait (up to `max_wait` s) for a 1 s window in which the machine is nearly idle.
-
-    Our own proxy and backend are idle at this point, so what is busy is someone else
-    (the CPUs are shared). Returns the busy cores seen in the last window.
-    """
-    deadline = time.monotonic() + max_wait
-    while True:
-        b0, t0 = machine_busy(), time.monotonic()
-        time.sleep(1.0)
-        busy = (machine_busy() - b0) / (time.monotonic() - t0)
-        if busy <= limit or time.monotonic() >= deadline:
-            return busy
-
-
 # --------------------------------------------------------------------------- processes
-
-
-def group_members(pgid: int) -> list[int]:
-    """PIDs whose process group is `pgid` (every process we start leads its own group)."""
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid:
-            pids.append(int(d))
-    return pids
-
-
-def cpu_by_group() -> dict[int, tuple[float, float]]:
-    """CPU seconds (user, system) of every live process, summed by process group."""
-    out: dict[int, tuple[float, float]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        f = stat.rsplit(")", 1)[1].split()
-        pgrp = int(f[2])
-        u, sy = out.get(pgrp, (0.0, 0.0))
-        out[pgrp] = (u + int(f[11]) / CLK_TCK, sy + int(f[12]) / CLK_TCK)
-    return out
-
-
-def machine_busy() -> float:
-    """Busy CPU seconds of the whole machine so far (all CPUs, from /proc/stat)."""
-    t = machine_times()
-    return t["procs"] + t["kern"]
-
-
-def machine_times() -> dict[str, float]:
-    """CPU seconds so far, all CPUs: "procs" (user+nice+system, i.e. time charged to
-    processes), "kern" (irq+softirq: loopback TCP delivery runs largely here) and
-    "steal" (taken by the hypervisor)."""
-    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return {
-        "procs": (v[0] + v[1] + v[2]) / CLK_TCK,
-        "kern": (v[5] + v[6]) / CLK_TCK,
-        "steal": v[7] / CLK_TCK,
-    }
-
-
-def cpu_busy() -> dict[str, float]:
-    """Busy CPU seconds so far per CPU ("cpu0", ...), from /proc/stat."""
-    out = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        if not line.startswith("cpu") or line.startswith("cpu "):
-            continue
-        name, *parts = line.split()
-        v = [int(x) for x in parts]
-        out[name] = (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
-    return out
-
-
-class Proc:
-    """A child process in its own session; stopped by PID (then its group, by PGID)."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        log_path: Path,
-        cpus: str | None,
-        taskset: str,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self.log_path = log_path
-        argv = list(argv)
-        if cpus and taskset:
-            argv = [taskset, "-c", cpus, *argv]  # taskset execs: the PID stays the same
-        self.argv = argv
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
-        self.pid = self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
-
-    def stop(self, grace: float = STOP_GRACE) -> None:
-        """SIGTERM the PID, wait, then SIGKILL what is left of its process group."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                print(f"  {self.name} (pid {self.pid}) ignored SIGTERM; killing", flush=True)
-        deadline = time.monotonic() + grace
-        while True:
-            members = group_members(self.pid)
-            if not members:
-                break
-            if time.monotonic() > deadline or not self.alive():
-                # The leader is gone (or stuck): kill its leftover children by group id.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                if time.monotonic() > deadline + grace:
-                    print(f"  {self.name}: pids {members} survive SIGKILL", flush=True)
-                    break
-            time.sleep(0.05)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(grace)
-        self._log.close()
-
-
-class Procs:
-    """Every process started, so that `finally` can stop them all."""
-
-    def __init__(self) -> None:
-        self.items: list[Proc] = []
-
-    def start(self, *args: Any, **kw: Any) -> Proc:
-        p = Proc(*args, **kw)
-        self.items.append(p)
-        return p
-
-    def stop(self, p: Proc) -> None:
-        try:
-            p.stop()
-        finally:
-            if p in self.items:
-                self.items.remove(p)
-
-    def stop_all(self) -> None:
-        while self.items:
-            self.stop(self.items[-1])
 
 
 # --------------------------------------------------------------------------- network
@@ -1233,7 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         retries=args.retries,
     )
     tools = ensure_tools(not args.no_install)
-    info = machine_info(tools)
+    info = lb_machine_info(tools)
     print(
         f"lb_bench {info['date']}: {info['nproc']} CPU ({info['cpu_model']}), "
         f"kernel {info['kernel']}, Python {info['python']}, uvloop {info['uvloop']}, "

@@ -19,7 +19,10 @@ from zonegate.dns.policy import (
     SelectionState,
     compile_gslb,
     decide,
+    decide_planned,
     explain,
+    needs_region,
+    plan,
 )
 from zonegate.topology.schema import Region, Topology, Zone
 
@@ -754,6 +757,93 @@ def test_chain_invariants(
         assert d.fallback
     assert d.steps[-1].stage == "answer"
     assert explain(d)
+
+
+def _copy(state: SelectionState) -> SelectionState:
+    return SelectionState(
+        rotations=dict(state.rotations),
+        selected={k: dict(v) for k, v in state.selected.items()},
+    )
+
+
+@settings(max_examples=300)
+@given(
+    scenario=scenarios(),
+    clients_=st.lists(clients, min_size=1, max_size=6),
+    qtype=st.sampled_from(["A", "AAAA", "TXT"]),
+    seed=st.integers(),
+)
+def test_planned_decisions_are_the_decisions(
+    scenario: tuple[Topology, dict[str, ZoneState]],
+    clients_: list[ClientInfo],
+    qtype: str,
+    seed: int,
+) -> None:
+    """decide_planned(plan(...)) answers what decide answers, draw for draw, and leaves
+    the same round-robin / least-selected counters, query after query (the plans are
+    reused across clients of one region, as the DNS server does)."""
+    t, health = scenario
+    country = {"9.9.9.9": "US"}
+    tab = compile_gslb(t, country_of=country.get)
+    entry = tab.names["api.example.test"]
+    slow_state, fast_state = SelectionState(), SelectionState()
+    slow_rng, fast_rng = random.Random(seed), random.Random(seed)
+    plans: dict[str | None, Any] = {}
+    for client in clients_ * 3:
+        d = decide("api.example.test", qtype, client, tab, health, slow_state, slow_rng)
+        assert d is not None
+        region = None
+        if needs_region(entry):
+            net_ = client.subnet
+            if net_ is None:
+                try:
+                    net_ = ipaddress.ip_network(client.ip)
+                except ValueError:
+                    net_ = None
+            if net_ is not None:
+                value = int(net_.network_address)
+                region = tab.regions.region_of(net_.version, value, net_.prefixlen)
+                assert region == tab.regions.lookup(net_)
+        p = plans.get(region)
+        if p is None:
+            p = plans[region] = plan("api.example.test", qtype, region, tab, health)
+        assert p is not None
+        o = decide_planned(p, fast_state, fast_rng)
+        assert (o.addresses, o.zones, o.ttl, o.fallback) == (
+            d.addresses,
+            d.zones,
+            d.ttl,
+            d.fallback,
+        )
+        assert fast_state == slow_state
+    assert fast_rng.random() == slow_rng.random()
+
+
+def test_planned_cname_and_unknown_names() -> None:
+    tab = table({"cname": "api.gslb.other.test."})
+    p = plan("api.example.test", "A", None, tab, {})
+    assert p is not None
+    assert p.fixed is not None
+    assert p.fixed.cname == "api.gslb.other.test"
+    assert plan("nope.example.test", "A", None, tab, {}) is None
+
+
+def test_a_plan_without_draws_is_fixed() -> None:
+    tab = table({"preferred": ["topology", "admin"], "admin_order": ["yq", "cp"]})
+    health = {"cp": UP, "yq": UP}
+    p = plan("api.example.test", "A", "north", tab, health)
+    assert p is not None
+    assert p.fixed is not None
+    assert p.fixed.addresses == ("10.0.1.1",)
+    p = plan("api.example.test", "A", None, tab, health)  # no region: topology fails
+    assert p is not None
+    assert p.preferred is None
+    # weight draws: only the deterministic head is precomputed
+    tab = table({"preferred": ["topology", "weight"]})
+    p = plan("api.example.test", "A", None, tab, health)
+    assert p is not None
+    assert p.fixed is None
+    assert p.preferred is None
 
 
 @given(client=clients, qtype=st.sampled_from(["A", "AAAA", "TXT", "ANY", ""]))

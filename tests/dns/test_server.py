@@ -283,6 +283,7 @@ def test_admin_status_metrics_explain(server):
     assert status["zones"]["z1"]["up"] is True
     assert status["zones"]["z1"]["known"] is True
     assert status["domains"] == ["example.test"]
+    assert status["zones_without_health_check"] == []
     metrics = httpx.get(f"{server.admin_url}/metrics", timeout=2).text
     assert 'zonegate_dns_responses_total{rcode="NOERROR",type="A"}' in metrics
     assert 'zonegate_zone_up{zone="z1"} 1.0' in metrics
@@ -295,6 +296,28 @@ def test_admin_status_metrics_explain(server):
     assert "127.0.0.12" in text
     bad = httpx.get(f"{server.admin_url}/explain", params={"name": "x", "type": "??"}, timeout=2)
     assert bad.status_code == 400
+
+
+def test_repeated_queries_are_answered_from_kept_answers(server):
+    """The second identical UDP query is answered by _Udp from DnsService.answers: the
+    same answer under its own ID and question case, and counted in the metrics."""
+
+    def count() -> float:
+        text = httpx.get(f"{server.admin_url}/metrics", timeout=2).text
+        for line in text.splitlines():
+            if line.startswith('zonegate_dns_responses_total{rcode="NOERROR",type="MX"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = count()
+    answers = [udp(server, "Example.TEST", "MX") for _ in range(3)]
+    assert all(lines(r) == lines(answers[0]) for r in answers)
+    assert all(r.question[0].name.to_text() == "Example.TEST." for r in answers)
+    # (names in the answer point at the question: they keep its case)
+    assert [x.lower() for x in lines(answers[0])] == [
+        "example.test. 300 in mx 10 mail.example.test."
+    ]
+    assert count() == before + 3
 
 
 def test_explain_command(server, targets):

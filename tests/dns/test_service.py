@@ -188,14 +188,71 @@ def test_health_flip_is_answered_at_once(svc):
     assert addresses(ask(svc, "api.example.test", **north)) == ["127.0.0.12"]
 
 
-def test_decision_cache(svc):
-    north = ecs("10.1.2.0", 24)
+def test_plans_are_per_region_and_zone_states(svc):
+    north, north2 = ecs("10.1.2.0", 24), ecs("10.1.9.0", 24)
     ask(svc, "api.example.test", **north)
-    ask(svc, "api.example.test", **north)
+    ask(svc, "api.example.test", **north2)  # another subnet of the same region
     assert (svc.cache_misses, svc.cache_hits) == (1, 1)
-    svc.now += 1.5
+    ask(svc, "api.example.test", **ecs("10.2.0.0", 16))  # another region
+    assert svc.cache_misses == 2
+    # the same states again (a new mapping, equal): the plans stay
+    svc.health = {"z1": UP, "z2": UP}
     ask(svc, "api.example.test", **north)
     assert svc.cache_misses == 2
+    # any change of a zone state (here only the session count) drops them
+    svc.health = {"z1": ZoneState(up=True, healthy=1, total=1, sessions=5), "z2": UP}
+    ask(svc, "api.example.test", **north)
+    assert svc.cache_misses == 3
+
+
+def test_every_query_is_decided(tmp_path):
+    """No per-client answer cache: weighted picks and round robin move per query."""
+    svc = make_service(tmp_path)
+    seen = {tuple(addresses(ask(svc, "api.example.test", ip="9.9.9.9"))) for _ in range(200)}
+    assert seen == {("127.0.0.11",), ("127.0.0.12",)}  # alternate: weight, no region
+
+
+def test_planned_answers_match_the_explained_ones(tmp_path):
+    """The hot path (plans) and gslb_answer (policy.decide, explain) agree, draw for draw."""
+    import random
+
+    from zonegate.dns.model import ClientInfo
+    from zonegate.dns.policy import SelectionState
+
+    svc = make_service(tmp_path)
+    marker = svc.names[codec.text_to_wire("api.example.test")][codec.A]
+    for i in range(50):
+        ip = f"10.{1 + i % 3}.0.{i}"
+        svc.rng = random.Random(i)
+        fast = ask(svc, "api.example.test", ip=ip, use_edns=False)
+        t, _ = svc.gslb_answer(
+            codec.text_to_wire("api.example.test"),
+            codec.A,
+            marker,
+            ClientInfo(ip),
+            state=SelectionState(),
+            rng=random.Random(i),
+        )
+        slow = dns.message.from_wire(
+            codec.render(
+                dns.message.make_query("api.example.test", "A").to_wire(),
+                codec.parse(dns.message.make_query("api.example.test", "A").to_wire()),
+                t,
+                0,
+            )
+        )
+        assert addresses(fast) == addresses(slow)
+
+
+def test_static_udp_answers_are_kept_by_query_bytes(svc):
+    q = dns.message.make_query("web.example.test", "A", use_edns=False)
+    wire = q.to_wire()
+    first = svc.respond(wire, "192.0.2.1", True)
+    assert svc.answers[wire[2:]][0] == first[2:]
+    svc.respond(dns.message.make_query("api.example.test", "A").to_wire(), "192.0.2.1", True)
+    assert len(svc.answers) == 1  # GSLB answers depend on the client: never kept
+    svc.respond(wire, "192.0.2.1", False)
+    assert len(svc.answers) == 1  # nor TCP ones
 
 
 def test_all_zones_down_falls_back(tmp_path):

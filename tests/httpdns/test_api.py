@@ -414,6 +414,10 @@ def test_signatures_on_the_strict_server(strict):
     cases = {
         "signature required: account, expiry and sig parameters": {"host": "api.example.test"},
         "expired": signed("api.example.test", expiry=int(time.time()) - 10),
+        # default dns.signature_max_validity: one hour
+        "expiry too far in the future": signed(
+            "api.example.test", expiry=int(time.time()) + 10 * 365 * 86400
+        ),
         "unknown account": signed("api.example.test", account="nobody"),
         "bad signature": signed("api.example.test", secret="x" * 16),
     }

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from zonegate.httpdns.sign import (
     BAD_SIGNATURE,
     EXPIRED,
+    TOO_FAR,
     UNKNOWN_ACCOUNT,
     canonical,
     sign,
@@ -117,3 +118,21 @@ def test_round_trip(host, expiry, account, now):
     flipped = sig[:-1] + ("0" if sig[-1] != "0" else "1")
     if expected is None:
         assert verify(ACCOUNTS, host, expiry, account, flipped, now) == BAD_SIGNATURE
+
+
+def test_max_validity_bounds_the_expiry():
+    hour = 3600.0
+    at_limit = int(NOW) + 3600
+    sig = sign(SECRET, HOST, at_limit, "app1")
+    assert verify(ACCOUNTS, HOST, at_limit, "app1", sig, NOW, hour) is None
+    beyond = at_limit + 1
+    sig = sign(SECRET, HOST, beyond, "app1")
+    assert verify(ACCOUNTS, HOST, beyond, "app1", sig, NOW, hour) == TOO_FAR
+    ten_years = int(NOW) + 10 * 365 * 86400
+    sig = sign(SECRET, HOST, ten_years, "app1")
+    assert verify(ACCOUNTS, HOST, ten_years, "app1", sig, NOW, hour) == TOO_FAR
+    assert verify(ACCOUNTS, HOST, ten_years, "app1", sig, NOW) is None  # no bound given
+    # the window is checked before the signature: no HMAC for a request refused anyway
+    assert verify(ACCOUNTS, HOST, ten_years, "app1", "00", NOW, hour) == TOO_FAR
+    # an unknown account still comes first
+    assert verify(ACCOUNTS, HOST, ten_years, "nobody", sig, NOW, hour) == UNKNOWN_ACCOUNT

@@ -65,6 +65,7 @@ import ipaddress
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from zonegate.dns.model import ClientInfo, Decision, IPNetwork, Step, ZoneState
 from zonegate.topology.schema import GslbRecord, Region, Topology, Zone
@@ -196,6 +197,28 @@ class RegionMap:
         if self.default_region is not None:
             return Located(self.default_region, "no prefix matches: default region")
         return Located(None, "no prefix matches and there is no default_region")
+
+    def region_of(self, version: int, value: int, plen: int) -> str | None:
+        """The region of a client network given as numbers: IP version (4 or 6), the
+        network address as an int and the prefix length (32 / 128 for an address).
+
+        The same answer as `lookup` (IPv4-mapped IPv6 is looked up as IPv4), without
+        building `ipaddress` objects: the DNS hot path calls it per query.
+        """
+        if version == 6 and plen >= 96 and value >> 32 == 0xFFFF:
+            version, value, plen = 4, value & 0xFFFFFFFF, plen - 96
+        for length, shift, table in self._v4 if version == 4 else self._v6:
+            if length <= plen:
+                hit = table.get(value >> shift)
+                if hit is not None:
+                    return hit[0]
+        if self.country_of is None:
+            return self.default_region
+        if version == 4:
+            address = str(ipaddress.IPv4Address(value))
+        else:
+            address = str(ipaddress.IPv6Address(value))
+        return self._locate(version, value, -1, address).region  # -1: no prefix probe
 
     def zones_for(self, region: str) -> tuple[str, ...]:
         """The zones serving a region, best first: `Region.zones`, else the zones whose
@@ -801,8 +824,30 @@ def decide(
             )
 
     # 3. answer
-    orders = ctx.orders
-    limit = entry.answers
+    answer, zones_used = _take(chosen, ctx.orders, vips, entry.answers, ctx.selected)
+    steps.append(Step("answer", zones_used, _answer_why(answer, ttl, scope, changing, False)))
+    return Decision(
+        name=entry.name,
+        qtype=qtype,
+        addresses=answer,
+        ttl=ttl,
+        zones=zones_used,
+        scope_prefix=scope,
+        steps=tuple(steps),
+        client=client,
+    )
+
+
+def _take(
+    chosen: Sequence[str],
+    orders: Mapping[str, tuple[str, ...]] | None,
+    vips: Mapping[str, tuple[str, ...]],
+    limit: int,
+    selected: dict[str, int] | None,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The answer step: the first `limit` distinct addresses of the chosen zones, in
+    order (`orders` from ip_weight where set), and the zones they came from; counts
+    them for least_selected when it ran (`selected`)."""
     addresses: list[str] = []
     used: list[str] = []
     for zone in chosen:
@@ -817,23 +862,10 @@ def decide(
             used.append(zone)
         if len(addresses) >= limit:
             break
-    if ctx.selected is not None:
-        counts = ctx.selected
+    if selected is not None:
         for zone in used:
-            counts[zone] = counts.get(zone, 0) + 1
-    answer = tuple(addresses)
-    zones_used = tuple(used)
-    steps.append(Step("answer", zones_used, _answer_why(answer, ttl, scope, changing, False)))
-    return Decision(
-        name=entry.name,
-        qtype=qtype,
-        addresses=answer,
-        ttl=ttl,
-        zones=zones_used,
-        scope_prefix=scope,
-        steps=tuple(steps),
-        client=client,
-    )
+            selected[zone] = selected.get(zone, 0) + 1
+    return tuple(addresses), tuple(used)
 
 
 def _answer_why(
@@ -852,6 +884,294 @@ def _answer_why(
     if scope is not None:
         text += f"; ECS scope /{scope}"
     return text
+
+
+# --- planned decisions (the hot path) ----------------------------------------------
+#
+# A decision is a function of (name, type, the client's region, the zone states, the
+# selection state, the random draws). Everything up to the first method that draws
+# or counts (weight, ip_weight, least_selected, round_robin: `_STATEFUL`) depends on
+# the first four only, so `plan` runs it once and `decide_planned` runs only the rest
+# per query, with the same code and the same draws as `decide`: for the same inputs,
+# rng state and selection state, both give the same answer and leave the same state
+# (tests/dns/test_policy.py checks it on random configs). The caller keeps a plan
+# for as long as its inputs hold: one per (name, type, region) and zone states,
+# dropped when a zone state or the config changes.
+
+
+class Outcome(NamedTuple):
+    """What a decision answers, without the steps (`decide_planned`).
+
+    A NamedTuple, not a frozen dataclass: one is built per query on the DNS hot path.
+    """
+
+    addresses: tuple[str, ...]
+    zones: tuple[str, ...]
+    ttl: int
+    cname: str | None = None
+    fallback: bool = False
+
+
+_Chain = tuple[tuple[str, ...], tuple[Method, ...]]
+"""(zones left by the deterministic head of a method list, the methods still to run)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The part of one decision that does not change from query to query.
+
+    For one name, type, client region and set of zone states: either the whole
+    outcome (`fixed`, when no method that draws or counts is reached), or the zones
+    the deterministic head of `preferred` and of `alternate` leave and the methods
+    left to run per query (None: that list leaves no zone whatever happens).
+    """
+
+    entry: GslbEntry
+    vips: Mapping[str, tuple[str, ...]]
+    region: str | None
+    health: Mapping[str, ZoneState]
+    kept: tuple[str, ...]
+    """The zones health kept (the last resort)."""
+    ttl: int
+    fixed: Outcome | None = None
+    preferred: _Chain | None = None
+    alternate: _Chain | None = None
+    located: tuple[str, Located] = ("", Located(None, ""))
+    """What `_Ctx.locate` returns for the topology method: the region, no text."""
+    weighted: _Weighted | None = None
+    """The commonest tail, precomputed: `preferred` ends with `weight` alone."""
+
+
+class _Weighted(NamedTuple):
+    """A tail that is `weight` alone, on zones of which one at least weighs > 0.
+
+    Then `weight` always leaves a zone, so `alternate` is never reached and the
+    answer is the first `answers` addresses of the drawn order. The draws are
+    `_weight`'s: none for a single zone, else one `rng.random()` per positive-weight
+    zone, in order, and the zone with the largest u ** (1 / w) first.
+    """
+
+    single: bool
+    """One zone given: no draw."""
+    keyed: tuple[tuple[float, int, str], ...]
+    """(1 / weight, position, zone) of the positive-weight zones, in order."""
+    first: Mapping[str, Outcome] | None
+    """With answers = 1: zone -> the outcome when it is drawn first."""
+
+
+def needs_region(entry: GslbEntry) -> bool:
+    """Whether decisions for `entry` depend on the client's region (topology)."""
+    return any(m is _topology for _, m in entry.preferred + entry.alternate)
+
+
+def plan(
+    name: str,
+    qtype: str,
+    region: str | None,
+    table: GslbTable,
+    health: Mapping[str, ZoneState],
+) -> Plan | None:
+    """Precompute the decision for a name, a type and clients of one region.
+
+    Args:
+        name: The GSLB name (any case, with or without the trailing dot).
+        qtype: The query type, as for `decide`.
+        region: The client's region (`RegionMap.region_of`); ignored, and any value
+            will do, when `needs_region(entry)` is false.
+        table: From `compile_gslb`.
+        health: The zone states the plan is valid for; the caller must drop the plan
+            when they change.
+
+    Returns:
+        The plan, or None when `name` is not a GSLB name.
+    """
+    entry = table.get(name)
+    if entry is None:
+        return None
+    if entry.cname is not None:
+        fixed = Outcome((), (), entry.ttl, cname=entry.cname)
+        return Plan(entry, {}, region, health, (), entry.ttl, fixed)
+    if qtype == "A":
+        vips, fallback = entry.vips4, entry.fallback4
+    elif qtype == "AAAA":
+        vips, fallback = entry.vips6, entry.fallback6
+    else:
+        return Plan(entry, {}, region, health, (), entry.ttl, Outcome((), (), entry.ttl))
+    kept: list[str] = []
+    changing = False
+    for zone in entry.candidates:
+        st = health.get(zone)
+        if st is not None:
+            changing = changing or st.changing
+            if st.up and zone in vips:
+                kept.append(zone)
+    ttl = entry.changing_ttl if changing else entry.ttl
+    if not vips:
+        return Plan(entry, vips, region, health, (), ttl, Outcome((), (), ttl))
+    if not kept:
+        zones, addresses = fallback
+        fixed = Outcome(addresses, zones, entry.changing_ttl, fallback=True)
+        return Plan(entry, vips, region, health, (), entry.changing_ttl, fixed)
+    located = ("", Located(region, ""))
+    ctx = _Ctx(entry, vips, _NO_CLIENT, table, health, SelectionState(), random.Random(0))
+    ctx.located = located
+    preferred = _head(entry.preferred, kept, ctx)
+    if preferred is not None and not preferred[1]:
+        fixed = Outcome(*_take(preferred[0], None, vips, entry.answers, None), ttl)
+        return Plan(entry, vips, region, health, tuple(kept), ttl, fixed)
+    alternate = _head(entry.alternate, kept, ctx) if entry.alternate else None
+    if preferred is None:
+        if alternate is None:
+            fixed = Outcome(*_take(kept, None, vips, entry.answers, None), ttl)
+            return Plan(entry, vips, region, health, tuple(kept), ttl, fixed)
+        if not alternate[1]:
+            fixed = Outcome(*_take(alternate[0], None, vips, entry.answers, None), ttl)
+            return Plan(entry, vips, region, health, tuple(kept), ttl, fixed)
+    weighted = None
+    if preferred is not None and preferred[1] == (_weight,):
+        zones = preferred[0]
+        keyed = tuple(
+            (1.0 / entry.weights[z], i, z)
+            for i, z in enumerate(zones)
+            if entry.weights.get(z, 0) > 0
+        )
+        if keyed:
+            first = None
+            if entry.answers == 1:
+                first = {z: Outcome((vips[z][0],), (z,), ttl) for _, _, z in keyed}
+            weighted = _Weighted(len(zones) == 1, keyed, first)
+    return Plan(
+        entry,
+        vips,
+        region,
+        health,
+        tuple(kept),
+        ttl,
+        None,
+        preferred,
+        alternate,
+        located,
+        weighted,
+    )
+
+
+def _head(methods: tuple[tuple[str, Method], ...], zones: list[str], ctx: _Ctx) -> _Chain | None:
+    """Run `methods` up to the first stateful one; None if they leave no zone."""
+    for i, (_, method) in enumerate(methods):
+        if method in _STATEFUL:
+            return tuple(zones), tuple(m for _, m in methods[i:])
+        zones, _why = method(zones, ctx)
+        if not zones:
+            return None
+    return tuple(zones), ()
+
+
+def decide_planned(p: Plan, state: SelectionState, rng: random.Random) -> Outcome:
+    """The outcome of a planned decision: what `decide` answers for the same inputs.
+
+    Runs the methods the plan left (the random and counting ones, and what follows
+    them), updating `state` and drawing from `rng` exactly as `decide` would.
+    """
+    if p.fixed is not None:
+        return p.fixed
+    w = p.weighted
+    if w is not None:
+        if w.single:
+            chosen = [w.keyed[0][2]]
+        else:
+            rand = rng.random
+            if w.first is not None:
+                # Only the first zone matters: the largest u ** (1 / w), the earliest
+                # on a tie (as the sort below), with the same draws.
+                best, top = -1.0, ""
+                for inv, _i, z in w.keyed:
+                    u = rand() ** inv
+                    if u > best:
+                        best, top = u, z
+                return w.first[top]
+            drawn = sorted([(-(rand() ** inv), i, z) for inv, i, z in w.keyed])
+            chosen = [k[2] for k in drawn]
+        if w.first is not None:
+            return w.first[chosen[0]]
+        addresses, zones = _take(chosen, None, p.vips, p.entry.answers, None)
+        return Outcome(addresses, zones, p.ttl)
+    entry = p.entry
+    ctx = _Ctx(entry, p.vips, _NO_CLIENT, _NO_TABLE, p.health, state, rng)
+    ctx.located = p.located
+    chosen = _tail(p.preferred, ctx) if p.preferred is not None else []
+    if not chosen:
+        ctx.orders = None
+        ctx.selected = None
+        chosen = _tail(p.alternate, ctx) if p.alternate is not None else []
+        if not chosen:
+            ctx.orders = None
+            chosen = list(p.kept)
+    addresses, zones = _take(chosen, ctx.orders, p.vips, entry.answers, ctx.selected)
+    return Outcome(addresses, zones, p.ttl)
+
+
+def _tail(chain: _Chain, ctx: _Ctx) -> list[str]:
+    zones = list(chain[0])
+    for method in chain[1]:
+        zones, _why = _FAST.get(method, method)(zones, ctx)
+        if not zones:
+            break
+    return zones
+
+
+def _weight_fast(zones: list[str], ctx: _Ctx) -> tuple[list[str], str]:
+    """`_weight` without the explanation (the same draws)."""
+    weights = ctx.entry.weights
+    if len(zones) == 1 and weights.get(zones[0], 0) > 0:
+        return zones, ""
+    keyed: list[tuple[float, int, str]] = []
+    rand = ctx.rng.random
+    for i, zone in enumerate(zones):
+        w = weights.get(zone, 0)
+        if w > 0:
+            keyed.append((-(rand() ** (1.0 / w)), i, zone))
+    keyed.sort()
+    return [k[2] for k in keyed], ""
+
+
+def _round_robin_fast(zones: list[str], ctx: _Ctx) -> tuple[list[str], str]:
+    """`_round_robin` without the explanation (the same turns)."""
+    state = ctx.state
+    key = (ctx.entry.name, tuple(zones))
+    turn = state.rotations.get(key)
+    if turn is None:
+        if len(state.rotations) >= state.max_keys:
+            state.rotations.clear()
+        turn = 0
+    state.rotations[key] = turn + 1
+    start = turn % len(zones)
+    return zones[start:] + zones[:start], ""
+
+
+def _least_selected_fast(zones: list[str], ctx: _Ctx) -> tuple[list[str], str]:
+    """`_least_selected` without the explanation (the same counters)."""
+    state = ctx.state
+    key = (ctx.entry.name, tuple(zones))
+    counts = state.selected.get(key)
+    if counts is None:
+        if len(state.selected) >= state.max_keys:
+            state.selected.clear()
+        counts = state.selected[key] = {}
+    ctx.selected = counts
+    return sorted(zones, key=lambda z: counts.get(z, 0)), ""
+
+
+_STATEFUL: frozenset[Method] = frozenset({_weight, _ip_weight, _least_selected, _round_robin})
+"""Methods that draw from the rng or count in SelectionState: run per query."""
+_FAST: dict[Method, Method] = {
+    _weight: _weight_fast,
+    _round_robin: _round_robin_fast,
+    _least_selected: _least_selected_fast,
+}
+"""Stateful methods -> the same without building the `why` text (ip_weight: as is)."""
+_NO_CLIENT = ClientInfo("")
+_NO_TABLE = GslbTable(names={}, regions=RegionMap())
+"""Stands in for the table in `decide_planned`: the region is already in the plan."""
 
 
 # --- explain ------------------------------------------------------------------------
@@ -918,9 +1238,14 @@ __all__ = [
     "GslbEntry",
     "GslbTable",
     "Located",
+    "Outcome",
+    "Plan",
     "RegionMap",
     "SelectionState",
     "compile_gslb",
     "decide",
+    "decide_planned",
     "explain",
+    "needs_region",
+    "plan",
 ]

@@ -14,17 +14,26 @@ Per query (`DnsService.respond`, the hot path, the same for UDP and TCP):
                          └─ Query ─ opcode/EDNS version/class checks (NOTIMP, BADVERS,
                                     REFUSED) ─ zones.names[qname_lower][qtype]
                                       ├─ Template ─> ID + head + question + body (+ OPT)
-                                      ├─ GSLB ─────> decision cache / policy.decide
+                                      ├─ GSLB ─────> plan (cached) + its per-query tail
                                       │              -> template (ECS echoed with scope)
                                       └─ None ─────> REFUSED (not our zone)
     UDP only: larger than the client's size (512 without EDNS, else its EDNS size up
     to ours, 1232) -> TC, question only (RFC 1035 §4.2.1, RFC 6891 §7); then RRL.
 
-GSLB decisions are cached per (name, type, client) for `DECISION_CACHE_SECONDS`,
-where the client is the ECS subnet as sent (the resolver caches the answer for
-that subnet anyway, RFC 7871 §7.3), else the resolver's address. The cache is
-dropped whenever a zone's health flips and at every reload, so a flip is answered
-at once; a weighted pick stays the same for one client for at most that long.
+GSLB decisions are decided per query, exactly as `policy.decide` would, but not
+from scratch: `policy.plan` precomputes, per (name, type, client region), the part
+of the chain that depends only on those and on the zone states (health, topology,
+capacity, ...), and `policy.decide_planned` runs the rest per query (the weighted
+draws, round robin and least-selected turns). Plans are dropped whenever a zone
+state changes (any field: up, sessions, rtt, changing) and at every reload. The
+client's region is cached per resolver address / ECS subnet (a pure function of the
+address and the config, dropped at reload).
+
+UDP answers to static names are also kept by query bytes (`DnsService.answers`: the
+message after its ID -> the response after its ID): the next identical query is
+answered by `_Udp` with one dict lookup. Only answers that depend on nothing but
+those bytes and the config are kept (the static fast path, RRL off); dropped at
+reload.
 
 Response rate limiting (`ResponseRateLimiter`, UDP only: TCP cannot be spoofed) is
 BIND's design reduced to a token bucket per (client /24 or /56, answer), `dns.rrl`
@@ -57,7 +66,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -78,6 +87,7 @@ from zonegate.dns.codec import (
     CLASS_ANY,
     CLASS_IN,
     CNAME,
+    ECS_FAMILY_IPV4,
     EDNS_UDP_SIZE,
     FORMERR,
     IXFR,
@@ -94,6 +104,7 @@ from zonegate.dns.codec import (
     TYPE_NAMES,
     A,
     DnsFormError,
+    Ecs,
     Query,
     Rr,
     Template,
@@ -108,7 +119,17 @@ from zonegate.dns.codec import (
     truncated_response,
 )
 from zonegate.dns.model import ClientInfo, ZoneState
-from zonegate.dns.policy import GslbTable, SelectionState, compile_gslb, decide, explain
+from zonegate.dns.policy import (
+    GslbTable,
+    Plan,
+    SelectionState,
+    compile_gslb,
+    decide,
+    decide_planned,
+    explain,
+    needs_region,
+    plan,
+)
 from zonegate.dns.zoneadmin import overlay_admin
 from zonegate.dns.zonedata import (
     DEFAULT,
@@ -126,16 +147,21 @@ from zonegate.topology.schema import Topology
 
 log = logging.getLogger("zonegate.dns")
 
-DECISION_CACHE_SECONDS = 1.0
-"""How long one client's GSLB decision is reused (dropped at once on a health flip)."""
 DECISION_CACHE_MAX = 65536
-"""Cached decisions before the cache starts over (bounds memory under random ECS)."""
+"""GSLB plans, client regions, answer shapes and ECS options kept before each cache
+starts over (bounds memory under random ECS subnets)."""
+ANSWER_CACHE_MAX = 16384
+"""UDP answers kept by query bytes (static names; more than the names: case and EDNS
+variants) before the cache starts over."""
 RRL_MAX_ENTRIES = 100_000
 """Rate-limit buckets kept before idle ones are pruned."""
 TICK = 0.05
 """Seconds between updates of the coarse clock and the zone states the hot path reads."""
 UDP_RCVBUF = 4 << 20
 """Receive buffer asked for the UDP socket: absorbs bursts while a slow path runs."""
+
+_Decided = tuple[tuple[str, ...], str | None, int, int | None]
+"""One GSLB name decided: (addresses, CNAME target, TTL, ECS scope or None)."""
 
 _QUESTION_ONLY = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 """QDCOUNT 1, ANCOUNT, NSCOUNT and ARCOUNT 0 (RFC 1035 §4.1.1)."""
@@ -253,7 +279,9 @@ class DnsService:
     """Answers queries from the compiled data, the zone states and the policy.
 
     Shared by the UDP and TCP protocols. The shell keeps `now` (a coarse monotonic
-    clock) and `health` (the prober's states) current; `swap` installs a new config.
+    clock) and `health` (the zone states) current; `swap` installs a new config.
+    Assigning `health` a mapping that differs from the current one drops the GSLB
+    plans (they were computed for the old states).
     """
 
     def __init__(self, compiled: Compiled, health: Mapping[str, ZoneState]) -> None:
@@ -261,11 +289,16 @@ class DnsService:
         self.zones = compiled.zones
         self.names = compiled.zones.names
         self.table = compiled.gslb
-        self.health: Mapping[str, ZoneState] = health
+        self._health: Mapping[str, ZoneState] = health
         self.state = SelectionState()
         self.rng = random.Random()
         self.now = 0.0
-        self.decisions: dict[tuple[bytes, int, Any], tuple[float, Template, int]] = {}
+        self.answers: dict[bytes, tuple[bytes, int]] = {}
+        """UDP query bytes after the ID -> (response bytes after the ID, `queries` key),
+        for answers that depend on those bytes and the config only (static names)."""
+        self._plans: dict[tuple[str, int, str | None], Plan] = {}
+        self._regions: dict[Any, str | None] = {}
+        self._needs_region: dict[str, bool] = {}
         self.rrl: ResponseRateLimiter | None = None
         self._packed: dict[str, bytes] = {}
         self._opts: dict[tuple[Any, int, bool], bytes] = {}
@@ -284,6 +317,8 @@ class DnsService:
 
     def configure(self, topo: Topology) -> None:
         dns_cfg = topo.dns
+        if dns_cfg.rrl > 0:
+            self.answers.clear()  # every UDP answer goes through the limiter now
         if dns_cfg.rrl <= 0:
             self.rrl = None
         elif self.rrl is None or self.rrl.rate != dns_cfg.rrl or self.rrl.slip != dns_cfg.rrl_slip:
@@ -295,13 +330,29 @@ class DnsService:
         self.zones = compiled.zones
         self.names = compiled.zones.names
         self.table = compiled.gslb
-        self.decisions = {}
+        self.answers.clear()  # in place: `_Udp` holds its `get`
+        self._plans = {}
+        self._regions = {}
+        self._needs_region = {}
         self._shapes = {}
         self.configure(compiled.topology)
 
+    @property
+    def health(self) -> Mapping[str, ZoneState]:
+        """The zone states decisions use (zone -> state; a missing zone is down)."""
+        return self._health
+
+    @health.setter
+    def health(self, health: Mapping[str, ZoneState]) -> None:
+        if health is not self._health:
+            if health != self._health:
+                self._plans = {}
+            self._health = health
+
     def health_changed(self, health: Mapping[str, ZoneState]) -> None:
-        self.health = health
-        self.decisions = {}
+        """A zone flipped: use `health` now and drop every plan."""
+        self._health = health
+        self._plans = {}
 
     # -- the hot path
 
@@ -351,7 +402,34 @@ class DnsService:
                         if len(resp) <= limit or not udp:
                             key = t.rcode << 17 | (qtype if qtype < 256 else 256)
                             self.queries[key] = self.queries.get(key, 0) + 1
+                            if udp:
+                                # Depends on these bytes and the config only (RRL off).
+                                if len(self.answers) >= ANSWER_CACHE_MAX:
+                                    self.answers.clear()
+                                self.answers[data[2:]] = (resp[2:], key)
                             return resp
+                    elif qtype < IXFR:
+                        # A GSLB name without ECS (no OPT options): decided on the
+                        # resolver's address, no parse. Decided once: answered here
+                        # whatever its size (over the limit: TC, as the slow path).
+                        t, _ = self._gslb(data[12 : qend - 4].lower(), qtype, t, ip, None)
+                        resp = (
+                            data[:2]
+                            + t.heads[edns | (data[2] & 1) | ((data[3] >> 3) & 2)]
+                            + data[12:qend]
+                            + t.body
+                            + opt
+                        )
+                        key = t.rcode << 17 | qtype
+                        self.queries[key] = self.queries.get(key, 0) + 1
+                        if udp:
+                            if len(resp) <= limit:
+                                return resp
+                            self.truncated += 1
+                            return truncated_response(parse(data))  # type: ignore[arg-type]
+                        if len(resp) > MAX_TCP_MESSAGE:
+                            return error_response(parse(data), SERVFAIL)  # type: ignore[arg-type]
+                        return resp
         try:
             q = parse(data)
         except DnsFormError as exc:
@@ -450,21 +528,90 @@ class DnsService:
 
     def _dynamic(self, q: Query, marker: GslbName | CnameToGslb, ip: str) -> tuple[Template, int]:
         ecs = q.ecs
-        tailored = ecs is not None and ecs.source > 0
-        key = (q.qname_lower, q.qtype, ecs if tailored else ip)
-        hit = self.decisions.get(key)
-        if hit is not None and hit[0] > self.now:
+        if ecs is not None and ecs.source == 0:
+            ecs = None  # RFC 7871 §7.2.1: source 0 asks for an untailored answer
+        t, scope = self._gslb(q.qname_lower, q.qtype, marker, ip, ecs)
+        return t, (scope if ecs is not None else 0)
+
+    def _gslb(
+        self,
+        qname_lower: bytes,
+        qtype: int,
+        marker: GslbName | CnameToGslb,
+        ip: str,
+        ecs: Ecs | None,
+    ) -> tuple[Template, int]:
+        """A GSLB answer from planned decisions; the commonest case (addresses owned
+        by the name, their template built before) without the general machinery."""
+        qtype_text = TYPE_NAMES.get(qtype) or f"TYPE{qtype}"
+        first: _Decided | None = None
+        if type(marker) is GslbName:
+            first = self._planned(marker.name, qtype, qtype_text, ip, ecs)
+            if first is not None and first[1] is None and first[0]:
+                t = self._shapes.get((qname_lower, qtype, first[0], first[2]))
+                if t is not None:
+                    return t, first[3] or 0
+
+        def one(name: str) -> _Decided | None:
+            return self._planned(name, qtype, qtype_text, ip, ecs)
+
+        return self._answer(qname_lower, qtype, marker, one, first)
+
+    def _planned(
+        self, name: str, qtype: int, qtype_text: str, ip: str, ecs: Ecs | None
+    ) -> _Decided | None:
+        """One GSLB decision from its plan (computed on a miss) and the per-query tail."""
+        needs = self._needs_region.get(name)
+        if needs is None:
+            entry = self.table.get(name)
+            needs = self._needs_region[name] = entry is not None and needs_region(entry)
+        region = self._region(ip, ecs) if needs else None
+        key = (name, qtype, region)
+        p = self._plans.get(key)
+        if p is None:
+            self.cache_misses += 1
+            p = plan(name, qtype_text, region, self.table, self._health)
+            if p is None:
+                return None
+            if len(self._plans) >= DECISION_CACHE_MAX:
+                self._plans = {}
+            self._plans[key] = p
+        else:
             self.cache_hits += 1
-            return hit[1], hit[2]
-        self.cache_misses += 1
-        client = ClientInfo(ip, ecs.network() if ecs is not None and tailored else None)
-        t, scope = self.gslb_answer(q.qname_lower, q.qtype, marker, client)
-        if not tailored:
-            scope = 0  # RFC 7871 §7.2.1: source 0 asks for an untailored answer
-        if len(self.decisions) >= DECISION_CACHE_MAX:
-            self.decisions = {}
-        self.decisions[key] = (self.now + DECISION_CACHE_SECONDS, t, scope)
-        return t, scope
+        o = decide_planned(p, self.state, self.rng)
+        if o.cname is not None:
+            scope: int | None = 0
+        elif ecs is None:
+            scope = None
+        else:
+            scope = p.entry.scope4 if ecs.family == ECS_FAMILY_IPV4 else p.entry.scope6
+        return o.addresses, o.cname, o.ttl, scope
+
+    def _region(self, ip: str, ecs: Ecs | None) -> str | None:
+        """The region of the client network (the ECS subnet, else the address), cached:
+        a function of the address and the config only."""
+        key: Any = ip if ecs is None else ecs
+        try:
+            return self._regions[key]
+        except KeyError:
+            pass
+        regions = self.table.regions
+        region: str | None = None
+        if ecs is not None:
+            width = 4 if ecs.family == ECS_FAMILY_IPV4 else 16
+            value = int.from_bytes(ecs.address.ljust(width, b"\0"), "big")
+            region = regions.region_of(4 if width == 4 else 6, value, ecs.source)
+        else:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                pass  # not an address: no region (as policy.decide)
+            else:
+                region = regions.region_of(addr.version, int(addr), addr.max_prefixlen)
+        if len(self._regions) >= DECISION_CACHE_MAX:
+            self._regions = {}
+        self._regions[key] = region
+        return region
 
     def gslb_answer(
         self,
@@ -477,10 +624,37 @@ class DnsService:
         rng: random.Random | None = None,
         trace: list[str] | None = None,
     ) -> tuple[Template, int]:
-        """Decide a GSLB answer and build its template; also returns the ECS scope.
+        """Decide a GSLB answer with `policy.decide` (every step and its reasons) and
+        build its template; also returns the ECS scope. The slow path, for `explain`
+        (`trace` collects the texts) and tests; queries use the planned decisions.
+        """
+        qtype_text = TYPE_NAMES.get(qtype) or f"TYPE{qtype}"
+        st = self.state if state is None else state
+        draw = self.rng if rng is None else rng
+
+        def one(name: str) -> _Decided | None:
+            d = decide(name, qtype_text, client, self.table, self._health, st, draw)
+            if d is None:
+                return None
+            if trace is not None:
+                trace.append(explain(d))
+            return d.addresses, d.cname, d.ttl, d.scope_prefix
+
+        return self._answer(qname_lower, qtype, marker, one)
+
+    def _answer(
+        self,
+        qname_lower: bytes,
+        qtype: int,
+        marker: GslbName | CnameToGslb,
+        one: Callable[[str], _Decided | None],
+        first: _Decided | None = None,
+    ) -> tuple[Template, int]:
+        """The template of a GSLB answer, deciding each GSLB name met with `one`
+        (`first`: the first name's decision, already made).
 
         CNAMEs decided by the policy are followed inside our data (static records,
-        other GSLB names), at most MAX_CHAIN steps. `trace` collects `explain` texts.
+        other GSLB names), at most MAX_CHAIN steps.
         """
         qtype_text = TYPE_NAMES.get(qtype) or f"TYPE{qtype}"
         answer: list[Rr] = []
@@ -496,47 +670,39 @@ class DnsService:
             gslb = marker
             owner = qname_lower
         for _ in range(MAX_CHAIN):
-            d = decide(
-                gslb.name,
-                qtype_text,
-                client,
-                self.table,
-                self.health,
-                self.state if state is None else state,
-                self.rng if rng is None else rng,
-            )
+            d = first if first is not None else one(gslb.name)
+            first = None
             if d is None:
                 bug(f"dns: {gslb.name} is a GSLB name in the zone data but not in the table")
                 return build_template(qname_lower, [], rcode=SERVFAIL), 0
-            if trace is not None:
-                trace.append(explain(d))
-            if d.scope_prefix is not None and d.scope_prefix > scope:
-                scope = d.scope_prefix
-            if d.cname is None and not answer and d.addresses:
+            addresses, cname, ttl, scope_prefix = d
+            if scope_prefix is not None and scope_prefix > scope:
+                scope = scope_prefix
+            if cname is None and not answer and addresses:
                 # The common answer: addresses owned by the qname. Many clients get the
                 # same few, so the template is shared by decision shape.
-                shape = (qname_lower, qtype, d.addresses, d.ttl)
+                shape = (qname_lower, qtype, addresses, ttl)
                 t = self._shapes.get(shape)
                 if t is None:
                     width = 4 if qtype == A else 16
-                    packed = [p for p in map(self._pack, d.addresses) if len(p) == width]
+                    packed = [p for p in map(self._pack, addresses) if len(p) == width]
                     if not packed:
                         authority.append(gslb.negative.soa)
                         break
                     if len(self._shapes) >= DECISION_CACHE_MAX:
                         self._shapes = {}
-                    t = self._shapes[shape] = addresses_template(qname_lower, qtype, packed, d.ttl)
+                    t = self._shapes[shape] = addresses_template(qname_lower, qtype, packed, ttl)
                 return t, scope
-            if d.cname is None:
-                packed = [self._pack(a) for a in d.addresses]
+            if cname is None:
+                packed = [self._pack(a) for a in addresses]
                 width = 4 if qtype_text == "A" else 16
-                rrs = [Rr(owner, qtype, d.ttl, p) for p in packed if len(p) == width]
+                rrs = [Rr(owner, qtype, ttl, p) for p in packed if len(p) == width]
                 answer.extend(rrs)
                 if not rrs:
                     authority.append(gslb.negative.soa)  # NODATA (RFC 2308 §2.2)
                 break
-            target = text_to_wire(d.cname)
-            answer.append(Rr(owner, CNAME, d.ttl, target, True))
+            target = text_to_wire(cname)
+            answer.append(Rr(owner, CNAME, ttl, target, True))
             if qtype == CNAME:
                 break
             nxt: GslbName | None = None
@@ -650,11 +816,23 @@ class _Udp(asyncio.DatagramProtocol):
         self.svc = svc
         self.transport: asyncio.DatagramTransport | None = None
         self.errors = 0
+        # Bound once: `answers` and `queries` are only ever changed in place.
+        self.cached = svc.answers.get
+        self.queries = svc.queries
+        self.sendto: Callable[[bytes, Any], None] = lambda data, addr: None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.sendto = self.transport.sendto  # type: ignore[union-attr]
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        # A query seen before whose answer depends on its bytes only (a static name):
+        # the ID, then the answer kept for the rest (DnsService.answers).
+        hit = self.cached(data[2:])
+        if hit is not None:
+            self.queries[hit[1]] += 1
+            self.sendto(data[:2] + hit[0], addr)
+            return
         try:
             resp = self.svc.respond(data, addr[0], True)
         except Exception as exc:
@@ -803,7 +981,9 @@ class _Collector:
         )
         dropped.add_metric([], svc.dropped)
         cache = CounterMetricFamily(
-            "zonegate_dns_decision_cache", "GSLB decision cache lookups", labels=["result"]
+            "zonegate_dns_decision_cache",
+            "GSLB plan lookups (a miss computes the plan of a name, type and region)",
+            labels=["result"],
         )
         cache.add_metric(["hit"], svc.cache_hits)
         cache.add_metric(["miss"], svc.cache_misses)
@@ -946,6 +1126,7 @@ class DnsServer:
                 "dropped": svc.rrl_dropped,
                 "slipped": svc.rrl_slipped,
             },
+            "zones_without_health_check": self.prober.unchecked if self.prober else [],
             "tcp": {"active": self.tcp.active, "max": self.tcp.max_connections},
             "reloads": {
                 "ok": self.reloads_ok,
@@ -1194,7 +1375,6 @@ def run_explain(
 
 
 __all__ = [
-    "DECISION_CACHE_SECONDS",
     "Compiled",
     "DnsServer",
     "DnsService",

@@ -34,7 +34,8 @@ Per request, in order:
    with a burst of one second's worth): over it, 429 with Retry-After (seconds).
 4. Signature (see `httpdns.sign`): required when `dns.require_signature`, checked
    whenever `sig` is present. Missing or malformed parameters, an unknown account, an
-   expired request or a bad signature: 403 with {"error": reason}.
+   expired request, an expiry more than `dns.signature_max_validity` (default 1 h)
+   ahead or a bad signature: 403 with {"error": reason}.
 5. Answers, one per host:
    - With `device_id` and a split map for the host (`split[host]`), the device's
      zone is `balance.shard.zone_for(device_id, split)` (the hash every SDK uses) and
@@ -76,12 +77,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from zonegate.balance.shard import shard_of, zone_for
+from zonegate.control.follow import NO_CONTROL, ControlOptions, start_following
+from zonegate.control.model import DesiredState
 from zonegate.dns.model import ClientInfo, Decision, ZoneState
 from zonegate.dns.policy import GslbTable, SelectionState, compile_gslb, decide
+from zonegate.dns.zoneadmin import overlay_admin
 from zonegate.dns.zonehealth import ZoneHealthCollector, ZoneProber
 from zonegate.errors import ConfigErrors, bug
 from zonegate.httpdns.sign import verify
 from zonegate.topology.load import load_topology
+from zonegate.topology.schema import SplitMap
 from zonegate.topology.snapshot import Snapshot
 from zonegate.topology.types import HostPort, parse_hostport
 from zonegate.topology.validate import is_dns_name
@@ -294,11 +299,12 @@ class Config:
 
     snapshot: Snapshot
     table: GslbTable
-    splits: Mapping[str, Any]
+    splits: Mapping[str, SplitMap]
     static: Mapping[tuple[str, str], tuple[tuple[str, ...], int]]
     proxies: tuple[Network, ...]
     accounts: Mapping[str, bytes]
     require_signature: bool
+    signature_max_validity: float
     rate_limit: int
 
     @classmethod
@@ -313,6 +319,7 @@ class Config:
             proxies=tuple(ipaddress.ip_network(p, strict=False) for p in dns.trusted_proxies),
             accounts={n: a.secret.encode() for n, a in dns.accounts.items()},
             require_signature=dns.require_signature,
+            signature_max_validity=dns.signature_max_validity,
             rate_limit=dns.rate_limit,
         )
 
@@ -350,6 +357,10 @@ class HttpdnsApp:
         self.rng = rng or random.Random()
         self.selection = SelectionState()
         self.config = Config.build(snapshot)
+        self.control: DesiredState | None = None
+        """The control plane version followed (`--control`); None: the file alone."""
+        self.splits: Mapping[str, SplitMap] = self.config.splits
+        """Split maps in force: the control plane's when following one, else the file's."""
         self.limiter: RateLimiter | None = None
         self._set_limiter()
         self.responses: dict[int, int] = {}
@@ -372,6 +383,30 @@ class HttpdnsApp:
         """Use a new config version (already validated)."""
         self.config = Config.build(snapshot)
         self._set_limiter()
+        self._set_splits()
+
+    def apply_control(self, state: DesiredState) -> None:
+        """Follow a control plane version: its split maps and zone admin states."""
+        self.control = state
+        self._set_splits()
+
+    def _set_splits(self) -> None:
+        if self.control is None:
+            self.splits = self.config.splits
+        else:
+            self.splits = {k.lower().rstrip("."): v for k, v in self.control.split.items()}
+
+    def zone_states(self) -> Mapping[str, ZoneState]:
+        """Probed zone health, with zones the control plane drained or disabled down."""
+        states = self.prober.states()
+        if self.control is None:
+            return states
+        return overlay_admin(states, self.control.zones, self.control.version)
+
+    @property
+    def version(self) -> int:
+        """The version answers are stamped with: the control plane's when following."""
+        return self.control.version if self.control is not None else self.config.snapshot.version
 
     # -- dispatch
 
@@ -461,7 +496,7 @@ class HttpdnsApp:
             return self._error(403, reason)
 
         client = ClientInfo(ip=client_ip, device_id=device_id)
-        health = self.prober.states()
+        health = self.zone_states()
         answers = [self._answer(h, qtype, client, health) for h in hosts]
         doc: dict[str, Any] = {
             "client_ip": client_ip,
@@ -470,7 +505,7 @@ class HttpdnsApp:
         }
         if warning is not None:
             doc["warnings"] = [warning]
-        version = str(cfg.snapshot.version).encode()
+        version = str(self.version).encode()
         return self._count(
             200,
             _JSON,
@@ -491,7 +526,15 @@ class HttpdnsApp:
             return "signed request needs account and expiry"
         if not (expiry_text.isascii() and expiry_text.isdigit()) or len(expiry_text) > 12:
             return "expiry: must be Unix seconds"
-        return verify(cfg.accounts, host, int(expiry_text), account, sig, self.wall())
+        return verify(
+            cfg.accounts,
+            host,
+            int(expiry_text),
+            account,
+            sig,
+            self.wall(),
+            cfg.signature_max_validity,
+        )
 
     def _answer(
         self, host: str, qtype: str, client: ClientInfo, health: Mapping[str, ZoneState]
@@ -500,7 +543,7 @@ class HttpdnsApp:
         out: dict[str, Any] = {"host": host, "type": qtype}
         name = host
         if client.device_id is not None:
-            split = cfg.splits.get(host)
+            split = self.splits.get(host)
             if split is not None:
                 found = zone_for(client.device_id, split)
                 if found is not None:
@@ -562,9 +605,10 @@ class HttpdnsApp:
 
     def _status(self) -> bytes:
         cfg = self.config
-        states = self.prober.states()
+        states = self.zone_states()
         doc = {
-            "version": cfg.snapshot.version,
+            "version": self.version,
+            "file_version": cfg.snapshot.version,
             "source": cfg.snapshot.source,
             "listen": self.listen,
             "zones": {n: dataclasses.asdict(s) for n, s in states.items()},
@@ -822,7 +866,13 @@ def _setup_logging(level: str) -> None:
         )
 
 
-def run_httpdns(path: str, listen: str | None = None, *, log_level: str = "INFO") -> int:
+def run_httpdns(
+    path: str,
+    listen: str | None = None,
+    *,
+    log_level: str = "INFO",
+    control: ControlOptions = NO_CONTROL,
+) -> int:
     """Run `zonegate httpdns FILE [--listen HOST:PORT]` until SIGTERM/SIGINT.
 
     Args:
@@ -830,6 +880,7 @@ def run_httpdns(path: str, listen: str | None = None, *, log_level: str = "INFO"
         listen: HOST:PORT to serve on; default `dns.httpdns_listen`. Port 0 picks a
             free port (printed on the ready line).
         log_level: logging level when logging is not configured yet.
+        control: the control plane to follow for split maps and zone admin states.
 
     Returns:
         The exit status: 0 after a clean stop, 1 for a bad topology, 2 for a bad or
@@ -857,10 +908,10 @@ def run_httpdns(path: str, listen: str | None = None, *, log_level: str = "INFO"
     except ValueError as e:
         print(f"zonegate httpdns: --listen: {e}", file=sys.stderr)
         return 2
-    return uvloop.run(_serve(path, snapshot, address))
+    return uvloop.run(_serve(path, snapshot, address, control))
 
 
-async def _serve(path: str, snapshot: Snapshot, address: HostPort) -> int:
+async def _serve(path: str, snapshot: Snapshot, address: HostPort, control: ControlOptions) -> int:
     loop = asyncio.get_running_loop()
 
     # The prober logs flips itself; answers read `states()` on every request.
@@ -870,6 +921,7 @@ async def _serve(path: str, snapshot: Snapshot, address: HostPort) -> int:
     await prober.first_round()
     prober.start()
     app = HttpdnsApp(snapshot, prober)
+    follower = await start_following(control, app.apply_control)
     server_state = _Server(app)
     try:
         server = await loop.create_server(
@@ -881,6 +933,8 @@ async def _serve(path: str, snapshot: Snapshot, address: HostPort) -> int:
         )
     except OSError as e:
         print(f"zonegate httpdns: cannot listen on {address}: {e}", file=sys.stderr)
+        if follower is not None:
+            await follower.stop()
         await prober.stop()
         return 2
     sock = server.sockets[0].getsockname()
@@ -932,9 +986,9 @@ async def _serve(path: str, snapshot: Snapshot, address: HostPort) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    states = ", ".join(f"{n} {'up' if s.up else 'down'}" for n, s in prober.states().items())
+    states = ", ".join(f"{n} {'up' if s.up else 'down'}" for n, s in app.zone_states().items())
     print(
-        f"zonegate httpdns ready: listening on {bound}, version {snapshot.version}, zones {states}",
+        f"zonegate httpdns ready: listening on {bound}, version {app.version}, zones {states}",
         flush=True,
     )
     await stop.wait()
@@ -947,6 +1001,8 @@ async def _serve(path: str, snapshot: Snapshot, address: HostPort) -> int:
     for t in list(tasks):
         t.cancel()
     await asyncio.gather(sweeper, *tasks, return_exceptions=True)
+    if follower is not None:
+        await follower.stop()
     await prober.stop()
     log.info("stopped")
     return 0

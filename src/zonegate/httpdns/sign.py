@@ -28,7 +28,11 @@ Verification (`verify`) checks, in this order, and names the first failure:
 1. "unknown account": the account is not configured.
 2. "expired": `expiry < now` (the request is valid up to and including second
    `expiry`).
-3. "bad signature": the signature does not match (compared in constant time with
+3. "expiry too far in the future": `expiry > now + max_validity` (the server's
+   `dns.signature_max_validity`, default one hour). A signed URL is a bearer token:
+   anyone who sees it may replay it until it expires, so its lifetime is bounded
+   here, whatever the app chose.
+4. "bad signature": the signature does not match (compared in constant time with
    `hmac.compare_digest`; a malformed one is just a bad signature).
 
 Only the server's wall clock decides expiry, so the apps need roughly synchronised
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BAD_SIGNATURE",
     "EXPIRED",
+    "TOO_FAR",
     "UNKNOWN_ACCOUNT",
     "canonical",
     "sign",
@@ -58,6 +63,7 @@ __all__ = [
 
 UNKNOWN_ACCOUNT = "unknown account"
 EXPIRED = "expired"
+TOO_FAR = "expiry too far in the future"
 BAD_SIGNATURE = "bad signature"
 
 
@@ -99,6 +105,7 @@ def verify(
     account: str,
     signature: str,
     now: float,
+    max_validity: float | None = None,
 ) -> str | None:
     """Check a signed request.
 
@@ -107,10 +114,12 @@ def verify(
         host, expiry, account: as in `sign`.
         signature: the `sig` parameter (hex; upper case is accepted).
         now: the current Unix time in seconds (wall clock).
+        max_validity: the farthest `expiry` may lie after `now`, in seconds (None:
+            no bound).
 
     Returns:
-        None when the request is valid, else the reason: UNKNOWN_ACCOUNT, EXPIRED or
-        BAD_SIGNATURE.
+        None when the request is valid, else the reason: UNKNOWN_ACCOUNT, EXPIRED,
+        TOO_FAR or BAD_SIGNATURE.
 
     Raises:
         ValueError: `expiry` is not an int.
@@ -120,6 +129,8 @@ def verify(
         return UNKNOWN_ACCOUNT
     if expiry < now:
         return EXPIRED
+    if max_validity is not None and expiry > now + max_validity:
+        return TOO_FAR
     expected = sign(secret, host, expiry, account)
     try:
         given = signature.lower().encode("ascii")
