@@ -46,6 +46,7 @@ PURE_MODULES = [
     "lab/drills.py",
     "lab/report.py",
     "lab/outage.py",
+    "lab/labplan.py",
 ]
 
 FORBIDDEN = {

@@ -196,6 +196,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write the JSON report here and the HTML one next to it (default: the run dir)",
     )
+
+    lab = sub.add_parser(
+        "lab",
+        help="the two-zone access layer in network namespaces with VRRP VIPs, and its drills",
+        description="Root. `up` builds both zones on real addresses in network namespaces (LB "
+        "node pairs sharing each zone VIP through zonegate vrrp, backends, dns, httpdns, "
+        "control, a client); `drill` breaks it under SDK load (backend, VIP master, zone "
+        "partition, cut-over) and writes report.json/report.html; `down` removes everything, "
+        "also after a failed up. docs/lab.md.",
+    )
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="up|drill|down", required=True)
+    for name, what in (
+        ("up", "create the namespaces and start every process"),
+        ("drill", "run the drills under load and report"),
+        ("down", "kill every process and delete every namespace of the lab"),
+    ):
+        lp = lab_sub.add_parser(name, help=what, description=what)
+        lp.add_argument(
+            "--dir", default="/run/zonegate-lab", help="state, logs, reports (default %(default)s)"
+        )
+        if name == "up":
+            lp.add_argument("--prefix", default="zglab-", help="namespace name prefix")
+            lp.add_argument("--advert", default="100ms", help="VRRP advert interval (100ms)")
+            lp.add_argument("--dns-port", type=int, default=53, help="GSLB DNS port (53)")
+            lp.add_argument("--control-port", type=int, default=9900, help="control port (9900)")
+        if name == "down":
+            lp.add_argument(
+                "--prefix", default=None, help="namespace prefix (default: the state's, zglab-)"
+            )
+        if name == "drill":
+            lp.add_argument("--quick", action="store_true", help="shorter steps (for tests)")
+            lp.add_argument(
+                "--report", default=None, help="JSON report path (default DIR/report.json)"
+            )
     return p
 
 
@@ -300,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         from zonegate.lab.demo import run_demo
 
         return run_demo(topology=args.topology, quick=args.quick, report=args.report)
+    if args.command == "lab":
+        from zonegate.lab.lab import run_lab
+
+        return run_lab(args)
     return 2
 
 

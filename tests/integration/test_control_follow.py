@@ -14,6 +14,7 @@ from tests.peers.processes import free_port, start_control
 
 pytestmark = pytest.mark.timeout(90)
 
+
 def _version_seen(lb) -> int:
     r = lb.request("GET", "/")
     return int(r.headers["x-zonegate-version"])

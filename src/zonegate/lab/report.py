@@ -423,7 +423,8 @@ def render_html(doc: Mapping[str, Any]) -> str:
 
     Args:
         doc: the report as `zonegate demo` writes it to report.json (`steps`,
-            `timeline`, `ok`, `duration_s`, ...); `timeline` may be missing (no chart).
+            `timeline`, `ok`, `duration_s`, ...); `timeline` may be missing (no chart);
+            `name` titles the page (default "zonegate demo"; `zonegate lab` sets it).
 
     Returns:
         A complete HTML document with inline CSS and SVG, no script, no external
@@ -431,6 +432,7 @@ def render_html(doc: Mapping[str, Any]) -> str:
     """
     steps = list(doc.get("steps", []))
     ok = bool(doc.get("ok"))
+    name = html.escape(str(doc.get("name") or "zonegate demo"))
     verdict = (
         '<span class="verdict ok">every budget met</span>'
         if ok
@@ -462,9 +464,9 @@ def render_html(doc: Mapping[str, Any]) -> str:
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        "<title>zonegate demo report</title>"
+        f"<title>{name} report</title>"
         f"<style>{_CSS}</style></head><body>"
-        f"<h1>zonegate demo: what clients saw {verdict}</h1>"
+        f"<h1>{name}: what clients saw {verdict}</h1>"
         f'<div class="meta">{html.escape(" · ".join(meta))}</div>{extra}'
         f"<h2>Timeline</h2>{chart}"
         f"<h2>Steps</h2>{_step_rows(steps)}"
