@@ -6,7 +6,7 @@ import random
 from collections import Counter
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from zonegate.balance import swrr
@@ -78,11 +78,16 @@ def test_schedule_replays_the_live_algorithm(weights: list[int], seed: int) -> N
 @both_paths
 @FAST
 @given(weights=int_weights, seed=st.integers(0, 2**16))
+@example(weights=[2, 2, 6, 6, 6, 8, 29], seed=0)
 def test_picks_are_spread_out(live: bool, weights: list[int], seed: int) -> None:
-    """Runs stay within twice the shortest possible (a plain WRR runs `weight` long).
+    """Runs stay within twice the shortest possible, plus one (a plain WRR runs `weight`
+    long).
 
     The best a sequence can do is runs of ceil(w / others); nginx's can reach twice
-    that where one cycle's tail meets the next one's head (1, 1, 8: `ccc a cc b ccc|ccc`).
+    that where one cycle's tail meets the next one's head (1, 1, 8: `ccc a cc b ccc|ccc`),
+    and, rarely, one more: weights 2, 2, 6, 6, 6, 8, 29 give the 29 a run of 3 where
+    ceil(29 / 30) = 1 (nginx's own algorithm from zero does the same; found by
+    hypothesis, and a search of 60,000 random weight lists found nothing longer).
     """
     total = sum(weights)
     seq = picks(make([float(w) for w in weights], seed, live=live), 2 * total)
@@ -92,7 +97,7 @@ def test_picks_are_spread_out(live: bool, weights: list[int], seed: int) -> None
             (len(run) for run in "".join("x" if p == i else " " for p in seq).split()), default=0
         )
         if others:
-            assert longest <= 2 * -(-w // others)
+            assert longest <= 2 * -(-w // others) + 1
 
 
 @FAST
