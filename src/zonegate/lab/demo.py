@@ -861,7 +861,57 @@ def _describe(
 # --- the drill runner -------------------------------------------------------------------
 
 
-class Drill:
+class StatusWaits:
+    """What the demo's `Drill` and the lab's drill share: read a zone LB's /status, and
+    wait for a /status or for a request sample that satisfies a predicate. A subclass
+    gives `lb_admin(zone)`, `status`, `load` and `_step_index`."""
+
+    status: dict[str, dict[str, Any] | None]
+    load: Any
+    _step_index: int
+
+    def lb_admin(self, zone: str) -> HostPort:
+        raise NotImplementedError
+
+    async def fetch_status(self, zone: str) -> dict[str, Any] | None:
+        try:
+            status, body = await admin_call(self.lb_admin(zone), "GET", "/status")
+            doc = json.loads(body) if status == 200 else None
+        except (OSError, TimeoutError, ValueError, httptools.HttpParserError):
+            doc = None
+        self.status[zone] = doc
+        return doc
+
+    async def wait_status(
+        self, zone: str, pred: Callable[[dict[str, Any]], bool], within: float
+    ) -> bool:
+        """Poll `zone`'s /status until `pred` holds; False after `within` s."""
+        deadline = time.monotonic() + within
+        while True:
+            doc = await self.fetch_status(zone)
+            if doc is not None and pred(doc):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(STATUS_POLL)
+
+    async def wait_samples(self, pred: Callable[[Sample], bool], within: float) -> bool:
+        """Wait until a request recorded from now on (or in this step) satisfies `pred`."""
+        assert self.load is not None
+        i = self._step_index
+        deadline = time.monotonic() + within
+        while True:
+            samples = self.load.samples
+            while i < len(samples):
+                if pred(samples[i]):
+                    return True
+                i += 1
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+
+
+class Drill(StatusWaits):
     """Starts the processes, drives the load and the steps, renders progress."""
 
     def __init__(
@@ -1172,43 +1222,8 @@ class Drill:
 
     # the LB's view
 
-    async def fetch_status(self, zone: str) -> dict[str, Any] | None:
-        lb = next(lb for lb in self.layout.lbs if lb.zone == zone)
-        try:
-            status, body = await admin_call(lb.admin, "GET", "/status")
-            doc = json.loads(body) if status == 200 else None
-        except (OSError, TimeoutError, ValueError, httptools.HttpParserError):
-            doc = None
-        self.status[zone] = doc
-        return doc
-
-    async def wait_status(
-        self, zone: str, pred: Callable[[dict[str, Any]], bool], within: float
-    ) -> bool:
-        """Poll `zone`'s /status until `pred` holds; False after `within` s."""
-        deadline = time.monotonic() + within
-        while True:
-            doc = await self.fetch_status(zone)
-            if doc is not None and pred(doc):
-                return True
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(STATUS_POLL)
-
-    async def wait_samples(self, pred: Callable[[Sample], bool], within: float) -> bool:
-        """Wait until a request recorded from now on (or in this step) satisfies `pred`."""
-        assert self.load is not None
-        i = self._step_index
-        deadline = time.monotonic() + within
-        while True:
-            samples = self.load.samples
-            while i < len(samples):
-                if pred(samples[i]):
-                    return True
-                i += 1
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.05)
+    def lb_admin(self, zone: str) -> HostPort:
+        return next(lb for lb in self.layout.lbs if lb.zone == zone).admin
 
     async def _poll_status(self) -> None:
         while True:

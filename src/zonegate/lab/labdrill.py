@@ -46,7 +46,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +248,7 @@ class ProbeRun:
 # --- the drill --------------------------------------------------------------------------
 
 
-class LabDrill:
+class LabDrill(demo.StatusWaits):
     """Drives the steps on a running lab; duck-types the demo's `Drill` for its steps.
 
     Args:
@@ -463,42 +463,8 @@ class LabDrill:
 
     # the LB's view (through the VIP: the master's LB)
 
-    async def fetch_status(self, zone: str) -> dict[str, Any] | None:
-        vip = self.plan.zones[zone].vip
-        try:
-            status, body = await admin_call(HostPort(vip, LB_ADMIN_PORT), "GET", "/status")
-            doc = json.loads(body) if status == 200 else None
-        except (OSError, TimeoutError, ValueError, httptools.HttpParserError):
-            doc = None
-        self.status[zone] = doc
-        return doc
-
-    async def wait_status(
-        self, zone: str, pred: Callable[[dict[str, Any]], bool], within: float
-    ) -> bool:
-        deadline = time.monotonic() + within
-        while True:
-            doc = await self.fetch_status(zone)
-            if doc is not None and pred(doc):
-                return True
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(STATUS_POLL)
-
-    async def wait_samples(self, pred: Callable[[Sample], bool], within: float) -> bool:
-        """Wait until a request recorded in this step satisfies `pred`."""
-        assert self.load is not None
-        i = self._step_index
-        deadline = time.monotonic() + within
-        while True:
-            samples = self.load.samples
-            while i < len(samples):
-                if pred(samples[i]):
-                    return True
-                i += 1
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.05)
+    def lb_admin(self, zone: str) -> HostPort:
+        return HostPort(self.plan.zones[zone].vip, LB_ADMIN_PORT)
 
     # the prober
 
