@@ -126,7 +126,7 @@ def closed_port() -> int:
 
 
 READY = re.compile(
-    r"zonegate dns ready: udp\+tcp (?P<host>[\d.]+):(?P<port>\d+), admin (?P<admin>\S+?),"
+    r"zonegate dns ready: udp\+tcp \[?(?P<host>[\da-f.:]+?)\]?:(?P<port>\d+), admin (?P<admin>\S+?),"
 )
 
 
@@ -145,14 +145,14 @@ class DnsProc:
         return f"http://{self.admin}"
 
 
-def start_dns(path: Path, timeout: float = 15.0) -> DnsProc:
+def start_dns(path: Path, timeout: float = 15.0, listen: str = "127.0.0.1:0") -> DnsProc:
     argv = [
         sys.executable,
         "-m",
         "zonegate.dns.server",
         str(path),
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--admin",
         "127.0.0.1:0",
     ]

@@ -299,7 +299,7 @@ def test_admin_status_metrics_explain(server):
 
 
 def test_repeated_queries_are_answered_from_kept_answers(server):
-    """The second identical UDP query is answered by _Udp from DnsService.answers: the
+    """The second identical UDP query is answered by UdpResponder from DnsService.answers: the
     same answer under its own ID and question case, and counted in the metrics."""
 
     def count() -> float:
@@ -486,3 +486,54 @@ def test_dnsperf_qps(server):
     qps = float(out.split("Queries per second:")[1].split()[0])
     print(f"\nstatic UDP qps: {qps:.0f}")
     assert qps > 5000
+
+
+def test_a_burst_larger_than_one_batch_is_answered_in_full(server):
+    """UdpResponder answers at most UDP_BATCH datagrams per readiness, then yields to
+    the loop: the rest of a burst (static, GSLB and junk mixed) is still answered, each
+    under its own ID, and the junk is answered FORMERR or dropped without harm."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.settimeout(2)
+    sent: dict[int, str] = {}
+    names = ["web.example.test", "api.example.test", "nope.example.test", "example.test"]
+    for i in range(300):
+        name = names[i % len(names)]
+        q = dns.message.make_query(name, "A", id=i)
+        sock.sendto(q.to_wire(), (HOST, server.port))
+        sent[i] = name
+        if i % 50 == 0:
+            sock.sendto(b"\x00", (HOST, server.port))  # no header: dropped
+    got: dict[int, dns.message.Message] = {}
+    while len(got) < len(sent):
+        data = sock.recv(4096)
+        r = dns.message.from_wire(data)
+        got[r.id] = r
+    sock.close()
+    assert set(got) == set(sent)
+    for i, r in got.items():
+        assert r.question[0].name.to_text() == sent[i] + "."
+    assert udp(server, "web.example.test").rcode() == dns.rcode.NOERROR
+
+
+def test_serves_over_ipv6(tmp_path, targets):
+    """`--listen [::1]:0`: UDP (the reader gets 4-tuple peer addresses) and TCP."""
+    path = tmp_path / "topo.yaml"
+    path.write_text(topology_text(z1_port=targets[0].port, z2_port=targets[1].port))
+    srv = start_dns(path, listen="[::1]:0")
+    try:
+        assert srv.proc.match is not None
+        assert srv.proc.match["host"] == "::1"
+        q = dns.message.make_query("web.example.test", "A")
+        for _ in range(2):  # the second is answered from the kept answers
+            r = dns.query.udp(q, "::1", port=srv.port, timeout=2)
+            assert lines(r) == ["web.example.test. 300 IN A 192.0.2.10"]
+        r = dns.query.tcp(q, "::1", port=srv.port, timeout=2)
+        assert lines(r) == ["web.example.test. 300 IN A 192.0.2.10"]
+        gslb = dns.query.udp(
+            dns.message.make_query("api.example.test", "A"), "::1", port=srv.port, timeout=2
+        )
+        assert gslb.rcode() == dns.rcode.NOERROR
+        assert gslb.answer
+    finally:
+        srv.proc.stop()

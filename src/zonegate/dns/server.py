@@ -31,7 +31,7 @@ address and the config, dropped at reload).
 
 UDP answers to static names are also kept by query bytes (`DnsService.answers`: the
 message after its ID -> the response after its ID): the next identical query is
-answered by `_Udp` with one dict lookup. Only answers that depend on nothing but
+answered by `UdpResponder` with one dict lookup. Only answers that depend on nothing but
 those bytes and the config are kept (the static fast path, RRL off); dropped at
 reload.
 
@@ -158,6 +158,7 @@ RRL_MAX_ENTRIES = 100_000
 TICK = 0.05
 """Seconds between updates of the coarse clock and the zone states the hot path reads."""
 UDP_RCVBUF = 4 << 20
+UDP_BATCH = 64  # datagrams answered per socket readiness before other callbacks run
 """Receive buffer asked for the UDP socket: absorbs bursts while a slow path runs."""
 
 _Decided = tuple[tuple[str, ...], str | None, int, int | None]
@@ -330,7 +331,7 @@ class DnsService:
         self.zones = compiled.zones
         self.names = compiled.zones.names
         self.table = compiled.gslb
-        self.answers.clear()  # in place: `_Udp` holds its `get`
+        self.answers.clear()  # in place: `UdpResponder` binds its `get`
         self._plans = {}
         self._regions = {}
         self._needs_region = {}
@@ -811,38 +812,63 @@ def parse_client(text: str) -> tuple[str, ipaddress.IPv4Network | ipaddress.IPv6
 # --- protocols ----------------------------------------------------------------------
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, svc: DnsService) -> None:
+class UdpResponder:
+    """Answers the queries of one UDP socket from a reader callback on the event loop.
+
+    A plain non-blocking socket, drained with `recvfrom`/`sendto` on each readiness
+    (at most `UDP_BATCH` datagrams, then the loop runs its other callbacks): cheaper per
+    datagram than an asyncio transport (bench/RESULTS.md, run 8). A query seen before
+    whose answer depends on its bytes only (a static name) is answered from
+    `DnsService.answers`: the query's ID, then the kept rest of the answer.
+    """
+
+    def __init__(
+        self, svc: DnsService, sock: socket.socket, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.svc = svc
-        self.transport: asyncio.DatagramTransport | None = None
-        self.errors = 0
-        # Bound once: `answers` and `queries` are only ever changed in place.
-        self.cached = svc.answers.get
-        self.queries = svc.queries
-        self.sendto: Callable[[bytes, Any], None] = lambda data, addr: None
+        self.sock = sock
+        self.loop = loop
+        self.send_errors = 0  # answers the kernel would not take (buffer full, ...)
+        self.receive_errors = 0  # ICMP errors from earlier sends, reported on a receive
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.sendto = self.transport.sendto  # type: ignore[union-attr]
+    def _readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        sendto = self.sock.sendto
+        # Bound per call: `answers` and `queries` are only ever changed in place.
+        cached = self.svc.answers.get
+        queries = self.svc.queries
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.receive_errors += 1
+                continue
+            hit = cached(data[2:])
+            if hit is not None:
+                queries[hit[1]] += 1
+                resp: bytes | None = data[:2] + hit[0]
+            else:
+                try:
+                    resp = self.svc.respond(data, addr[0], True)
+                except Exception as exc:
+                    bug("dns: answering a UDP query failed", exc)
+                    continue
+                if resp is None:
+                    continue
+            try:
+                sendto(resp, addr)
+            except OSError:
+                self.send_errors += 1
 
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        # A query seen before whose answer depends on its bytes only (a static name):
-        # the ID, then the answer kept for the rest (DnsService.answers).
-        hit = self.cached(data[2:])
-        if hit is not None:
-            self.queries[hit[1]] += 1
-            self.sendto(data[:2] + hit[0], addr)
-            return
-        try:
-            resp = self.svc.respond(data, addr[0], True)
-        except Exception as exc:
-            bug("dns: answering a UDP query failed", exc)
-            return
-        if resp is not None:
-            self.transport.sendto(resp, addr)  # type: ignore[union-attr]
-
-    def error_received(self, exc: Exception) -> None:
-        self.errors += 1  # ICMP errors from earlier sends: nothing to do
+    def close(self) -> None:
+        """Stop reading and close the socket."""
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class TcpLimits:
@@ -995,12 +1021,30 @@ class _Collector:
         tcp_events.add_metric(["accepted"], srv.tcp.accepted)
         tcp_events.add_metric(["refused_limit"], srv.tcp.refused)
         tcp_events.add_metric(["idle_closed"], srv.tcp.idle_closed)
+        udp_errors = CounterMetricFamily(
+            "zonegate_dns_udp_errors",
+            "UDP socket errors: answers the kernel refused (send), ICMP errors (receive)",
+            labels=["direction"],
+        )
+        udp_errors.add_metric(["send"], srv.udp.send_errors if srv.udp else 0)
+        udp_errors.add_metric(["receive"], srv.udp.receive_errors if srv.udp else 0)
         reloads = CounterMetricFamily("zonegate_dns_reloads", "Reloads", labels=["result"])
         reloads.add_metric(["ok"], srv.reloads_ok)
         reloads.add_metric(["refused"], srv.reloads_failed)
         version = GaugeMetricFamily("zonegate_config_version", "Version of the topology in force")
         version.add_metric([], svc.compiled.version)
-        yield from (queries, rrl, truncated, dropped, cache, tcp, tcp_events, reloads, version)
+        yield from (
+            queries,
+            rrl,
+            truncated,
+            dropped,
+            cache,
+            tcp,
+            tcp_events,
+            udp_errors,
+            reloads,
+            version,
+        )
 
 
 class DnsServer:
@@ -1017,6 +1061,7 @@ class DnsServer:
         self.last_reload_error = ""
         self.listen = ""
         self.admin = ""
+        self.udp: UdpResponder | None = None
         self.admin_states: Mapping[str, str] = {}
         """Zone admin states from the control plane (`--control`); empty: all enabled."""
         self.control_version = 0
@@ -1200,7 +1245,7 @@ def _fmt(host: str, port: int) -> str:
 
 async def _bind(
     server: DnsServer, host: str, port: int
-) -> tuple[asyncio.DatagramTransport, asyncio.Server, int]:
+) -> tuple[UdpResponder, asyncio.Server, int]:
     """UDP and TCP on the same port (port 0: the kernel's pick for UDP, retried)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
@@ -1215,7 +1260,7 @@ async def _bind(
             sock.close()
             raise
         bound = sock.getsockname()[1]
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(server.svc), sock=sock)
+        udp = UdpResponder(server.svc, sock, loop)
         try:
             tcp = await loop.create_server(
                 lambda: _Tcp(server.svc, server.tcp, loop),
@@ -1225,11 +1270,11 @@ async def _bind(
                 backlog=1024,
             )
         except OSError:
-            transport.close()
+            udp.close()
             if port != 0 or attempt == 19:
                 raise
             continue
-        return transport, tcp, bound
+        return udp, tcp, bound
     raise OSError("no free port for UDP and TCP")  # pragma: no cover
 
 
@@ -1304,6 +1349,7 @@ async def _serve(
         await _stop(prober, follower)
         return 1
     server.listen = _fmt(where[0], port)
+    server.udp = udp
     admin_server = None
     if admin_at is not None:
         try:
