@@ -1388,7 +1388,15 @@ def sdk_router(drill: Drill) -> Router:
     lay = drill.layout
     listeners = {lb.zone: lb.bind for lb in lay.lbs}
     domains = {z: sz.domain for z, sz in lay.topo.split[lay.host].zones.items()}
-    return SdkRouter([drill.control_url], lay.host, listeners, domains, drill.now)
+    hosts = {domains[z]: str(addr) for z, addr in listeners.items() if z in domains}
+    port_zone = {addr.port: z for z, addr in listeners.items()}
+    return SdkRouter(
+        [drill.control_url],
+        lay.host,
+        lambda url: port_zone.get(url.port or 0),
+        drill.now,
+        hosts=hosts,
+    )
 
 
 def split_router(drill: Drill) -> Router:

@@ -9,12 +9,13 @@ this module with ``ip netns exec`` and reads what it prints; it stays free to ta
 the control plane and the LBs as the operator, and the load does not share its event
 loop or its CPU.
 
-``run``: `zonegate.lab.load.LoadGen` over `LabSdkRouter`: `devices` SDK devices, one
-``zonegate.client.AsyncTransport`` each, reading the split map from the control plane;
-zone domains (``api-cp.example.test``) are resolved by the SDK's `resolver=` hook, a
-dnspython query to the GSLB DNS (no HTTPDNS, no hosts override), so the address each
-request goes to is the zone VIP the GSLB hands out. Timeouts: connect 0.5 s, read 2 s
-(a blackholed zone costs half a second before the SDK retries on the other zone).
+``run``: `zonegate.lab.load.LoadGen` over `zonegate.lab.sdkload.SdkRouter`: `devices`
+SDK devices, one ``zonegate.client.AsyncTransport`` each, reading the split map from
+the control plane; zone domains (``api-cp.example.test``) are resolved by the SDK's
+`resolver=` hook, a dnspython query to the GSLB DNS (no HTTPDNS, no hosts override),
+so the address each request goes to is the zone VIP the GSLB hands out. Timeouts:
+connect 0.5 s, read 2 s (a blackholed zone costs half a second before the SDK retries
+on the other zone).
 
 Output, JSON lines on stdout (times are the host's monotonic clock, which every
 process on the machine shares, whatever its namespace):
@@ -38,22 +39,20 @@ import asyncio
 import contextlib
 import json
 import signal
-import ssl
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 
-import zonegate.client as zc
-from zonegate.lab.load import LoadGen, Outcome
+from zonegate.lab.load import LoadGen
+from zonegate.lab.sdkload import SdkRouter
 from zonegate.topology.types import parse_duration, parse_hostport
 
-__all__ = ["LabSdkRouter", "gslb_resolver", "main"]
+__all__ = ["gslb_resolver", "main"]
 
 CONNECT_TIMEOUT = 0.5
 READ_TIMEOUT = 2.0
-VERSION_POLL = 0.02
 FLUSH_EVERY = 0.1
 
 
@@ -78,127 +77,6 @@ def gslb_resolver(server: str, port: int, timeout: float = 1.0) -> Callable[[str
     return resolve
 
 
-class _Tagging(httpx.AsyncBaseTransport):
-    """The SDK's inner transport: notes on each response the address it went to."""
-
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
-        self.inner = httpx.AsyncHTTPTransport(verify=ssl_context)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
-        response.extensions["zonegate_lab_ip"] = request.url.host
-        return response
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-def _error_kind(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, zc.ResolveError):
-        return "resolve"
-    if isinstance(exc, httpx.ConnectError):
-        return "refused"
-    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)):
-        return "reset"
-    return type(exc).__name__
-
-
-class LabSdkRouter:
-    """`groups` SDK devices resolving through the GSLB; a `zonegate.lab.load.Router`.
-
-    Args:
-        control: control plane base URLs.
-        domain: the split domain requested (api.example.test).
-        vips: zone -> VIP, to name the zone that answered from the address used.
-        resolver: the SDK's resolver hook (`gslb_resolver`).
-        clock: the time stamped on samples.
-        groups: devices (transports).
-    """
-
-    def __init__(
-        self,
-        control: Sequence[str],
-        domain: str,
-        vips: Mapping[str, str],
-        resolver: Callable[[str], list[str]],
-        clock: Callable[[], float],
-        groups: int = 40,
-    ) -> None:
-        self.name = f"zonegate.client SDK ({groups} devices, resolving through the GSLB DNS)"
-        self.domain = domain
-        self.clock = clock
-        self.version = 0
-        self.version_events: list[tuple[float, int]] = []
-        self.devices = [f"sdk-dev-{i:04d}" for i in range(groups)]
-        self._ip_zone = {ip: z for z, ip in vips.items()}
-        tls = ssl.create_default_context()
-        self._transports = {
-            dev: zc.AsyncTransport(
-                control=list(control),
-                device_id=dev,
-                cache_path=False,
-                resolver=resolver,
-                refresh_interval=None,
-                transport=_Tagging(tls),
-            )
-            for dev in self.devices
-        }
-        timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
-        self._clients = {
-            dev: httpx.AsyncClient(transport=t, timeout=timeout)
-            for dev, t in self._transports.items()
-        }
-        self._url = f"http://{domain}/"
-        self._watch: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Every device gets its first config from the control plane."""
-        try:
-            await asyncio.gather(*(t.start() for t in self._transports.values()))
-        except zc.ClientError as exc:
-            raise httpx.ConnectError(f"the SDK has no config: {exc}") from exc
-        self._note_version()
-        self._watch = asyncio.get_running_loop().create_task(self._watch_versions())
-
-    def _note_version(self) -> None:
-        v = min(t.version for t in self._transports.values())
-        if v > self.version:
-            self.version = v
-            self.version_events.append((self.clock(), v))
-
-    async def _watch_versions(self) -> None:
-        while True:
-            await asyncio.sleep(VERSION_POLL)
-            self._note_version()
-
-    def home_of(self, device_id: str) -> str:
-        r = self._transports[device_id].route(self.domain)
-        return r.zone if r is not None else ""
-
-    async def request(self, device_id: str) -> Outcome:
-        home = self.home_of(device_id)
-        try:
-            resp = await self._clients[device_id].get(self._url)
-        except httpx.HTTPError as exc:
-            return Outcome(home, "", 0, _error_kind(exc), home, 0, False)
-        zone = self._ip_zone.get(str(resp.extensions.get("zonegate_lab_ip") or ""), "?")
-        value = resp.headers.get("x-zonegate-version", "0")
-        version = int(value) if value.isdigit() else 0
-        backend = resp.headers.get("x-backend", "")
-        return Outcome(zone, backend, resp.status_code, "", home, version, zone != home)
-
-    async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-        for client in self._clients.values():
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-
 def _emit(lines: list[str]) -> None:
     if lines:
         sys.stdout.write("\n".join(lines) + "\n")
@@ -208,13 +86,16 @@ def _emit(lines: list[str]) -> None:
 async def run_load(args: argparse.Namespace) -> int:
     dns = parse_hostport(args.dns)
     vips = dict(v.split("=", 1) for v in args.vip)
-    router = LabSdkRouter(
+    ip_zone = {ip: zone for zone, ip in vips.items()}
+    router = SdkRouter(
         args.control,
         args.domain,
-        vips,
-        gslb_resolver(dns.host, dns.port),
+        lambda url: ip_zone.get(url.host),
         time.monotonic,
         args.devices,
+        resolver=gslb_resolver(dns.host, dns.port),
+        timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+        name="resolving through the GSLB DNS",
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,7 +12,8 @@ idempotent GET on the other zone after a network error.
 
 What the report needs from each request is read from the outside: the device's zone
 is `AsyncTransport.route(domain).zone` when it is sent; the zone that answered is the
-one whose listener port the SDK sent it to (an inner transport notes it). The client
+one whose address the SDK sent it to (an inner transport notes the URL; the caller's
+`zone_at` names the zone: the demo by listener port, the lab by VIP). The client
 "follows" a control version once every device's transport does (`version_events`),
 checked every 20 ms.
 
@@ -34,16 +35,19 @@ import zonegate.client as zc
 from zonegate.balance.shard import zone_for
 from zonegate.lab.load import Outcome
 from zonegate.topology.schema import SplitMap
-from zonegate.topology.types import HostPort
 
 __all__ = ["SdkRouter"]
 
 VERSION_POLL = 0.02
+DEFAULT_TIMEOUT = httpx.Timeout(3.0)
+SENT_TO = "zonegate_sent_to"  # response extension: the URL the SDK sent the request to
 
 
 def _error_kind(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
+    if isinstance(exc, zc.ResolveError):
+        return "resolve"
     if isinstance(exc, httpx.ConnectError):
         return "refused"
     if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)):
@@ -52,15 +56,15 @@ def _error_kind(exc: httpx.HTTPError) -> str:
 
 
 class _Tagging(httpx.AsyncBaseTransport):
-    """The SDK's inner transport: marks each response with the port it came from (the
-    client hands back its own request, not the one the SDK rewrote)."""
+    """The SDK's inner transport: notes on each response the URL the SDK sent it to
+    (the client hands back its own request, not the one the SDK rewrote)."""
 
     def __init__(self, ssl_context: ssl.SSLContext) -> None:
         self.inner = httpx.AsyncHTTPTransport(verify=ssl_context)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
-        response.extensions["zonegate_demo_port"] = request.url.port
+        response.extensions[SENT_TO] = request.url
         return response
 
     async def aclose(self) -> None:
@@ -73,29 +77,36 @@ class SdkRouter:
     Args:
         control: control plane base URLs.
         domain: the split domain requested.
-        listeners: per zone, the LB listener that serves the zone's domain.
-        zone_domains: per zone, its domain in the split map (api-cp.example.test).
+        zone_at: the zone whose address a request went to (its URL after the SDK's
+            rewrite and resolution), or None if no zone has that address.
         clock: seconds since the demo started.
         groups: devices (transports).
+        hosts: the SDK's `hosts` override (zone domain -> "host:port").
+        resolver: the SDK's resolver hook (None: HTTPDNS or the system's DNS).
+        timeout: each request's timeout.
+        name: what the report calls this router.
     """
 
     def __init__(
         self,
         control: Sequence[str],
         domain: str,
-        listeners: Mapping[str, HostPort],
-        zone_domains: Mapping[str, str],
+        zone_at: Callable[[httpx.URL], str | None],
         clock: Callable[[], float],
         groups: int = 40,
+        *,
+        hosts: Mapping[str, str] | None = None,
+        resolver: Callable[[str], list[str]] | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        name: str = "one AsyncTransport each",
     ) -> None:
-        self.name = f"zonegate.client SDK ({groups} devices, one AsyncTransport each)"
+        self.name = f"zonegate.client SDK ({groups} devices, {name})"
         self.domain = domain
         self.clock = clock
         self.version = 0
         self.version_events: list[tuple[float, int]] = []
         self.devices = [f"sdk-dev-{i:04d}" for i in range(groups)]
-        hosts = {zone_domains[z]: str(addr) for z, addr in listeners.items() if z in zone_domains}
-        self._port_zone = {addr.port: z for z, addr in listeners.items()}
+        self._zone_at = zone_at
         # One TLS context for every device: each would load the CA bundle (~30 ms).
         tls = ssl.create_default_context()
         self._transports = {
@@ -104,14 +115,15 @@ class SdkRouter:
                 device_id=dev,
                 cache_path=False,
                 hosts=hosts,
-                resolver=None,
+                resolver=resolver,
                 refresh_interval=None,
                 transport=_Tagging(tls),
             )
             for dev in self.devices
         }
         self._clients = {
-            dev: httpx.AsyncClient(transport=t, timeout=3.0) for dev, t in self._transports.items()
+            dev: httpx.AsyncClient(transport=t, timeout=timeout)
+            for dev, t in self._transports.items()
         }
         self._url = f"http://{domain}/"
         self._watch: asyncio.Task[None] | None = None
@@ -156,7 +168,8 @@ class SdkRouter:
             resp = await self._clients[device_id].get(self._url)
         except httpx.HTTPError as exc:
             return Outcome(home, "", 0, _error_kind(exc), home, 0, False)
-        zone = self._port_zone.get(resp.extensions.get("zonegate_demo_port") or 0, home)
+        sent_to = resp.extensions.get(SENT_TO)
+        zone = (self._zone_at(sent_to) if sent_to is not None else None) or "?"
         value = resp.headers.get("x-zonegate-version", "0")
         version = int(value) if value.isdigit() else 0
         backend = resp.headers.get("x-backend", "")
