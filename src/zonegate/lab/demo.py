@@ -700,46 +700,21 @@ def default_steps(scn: Scenario, quick: bool) -> list[Step]:
         dead = [n for n in scn.home_backends if not d.backends[n].alive]
         await d.restart_backends(run, dead)
         await d.restart_lb(run, zone)
-        status, doc = await d.control_write(f"/v1/pools/{home}/backends/{scn.drain}/enable")
+        status, _ = await d.control_write(f"/v1/pools/{home}/backends/{scn.drain}/enable")
         d.event(run, f"control: POST /v1/pools/{home}/backends/{scn.drain}/enable -> {status}")
         run.checks.append(Check("enable", status == 200, f"control answered {status}"))
-        status, doc = await d.control_write(f"/v1/restore/{host}")
-        version = int(doc.get("version") or 0)
-        d.event(run, f"control: POST /v1/restore/{host} -> {status}, version {version}")
-        run.checks.append(Check("restore split", status == 200, f"control answered {status}"))
-        up = await d.wait_status(
+        version = await d.restore_split(run, host)
+        await d.wait_pool_back(
+            run,
             zone,
-            lambda st: all(
-                _backend(st, home, n).get("available")
-                and _backend(st, home, n).get("admin") == "enabled"
-                for n in scn.home_backends
-            ),
-            30.0,
+            home,
+            scn.home_backends,
+            lambda b: bool(b.get("available")) and b.get("admin") == "enabled",
         )
-        if up:
-            run.detect = d.now()
-            d.event(run, f"{zone} LB: every backend of {home} available")
-        run.checks.append(Check("back up", up, f"{home} {'all' if up else 'not all'} available"))
-        await d.check_gslb_sees(run, zone, up=True, within=10.0)
-        follows = await d.wait_router_version(version, 5.0) if status == 200 else None
-        since = max(run.detect or math.inf, follows or math.inf)
-        want = set(scn.home_backends)
-        seen: set[str] = set()
-
-        def taking(s: Sample) -> bool:
-            if s.t >= since and s.zone == zone and s.owner == zone and s.ok and s.backend in want:
-                seen.add(s.backend)
-            return seen == want
-
-        if since < math.inf and await d.wait_samples(taking, 20.0):
-            run.recovered = d.now()
-            d.event(run, f"every backend of {home} answers {zone}'s devices again")
-        run.checks.append(
-            Check(
-                "taking traffic",
-                seen == want,
-                f"{len(seen)}/{len(want)} of {home} answered {zone}'s devices after coming back",
-            )
+        # Both from the pool's return: the GSLB check times when dns saw the zone up.
+        await asyncio.gather(
+            d.check_gslb_sees(run, zone, up=True, within=10.0),
+            d.wait_taking_traffic(run, zone, home, scn.home_backends, version, 20.0),
         )
 
     async def final(d: Drill, run: StepRun) -> None:
@@ -861,17 +836,125 @@ def _describe(
 # --- the drill runner -------------------------------------------------------------------
 
 
-class StatusWaits:
-    """What the demo's `Drill` and the lab's drill share: read a zone LB's /status, and
-    wait for a /status or for a request sample that satisfies a predicate. A subclass
-    gives `lb_admin(zone)`, `status`, `load` and `_step_index`."""
+class DrillBase:
+    """What the demo's `Drill` and the lab's drill share: time and events, writes to the
+    control API as the operator, reading a zone LB's /status, waiting for a /status, a
+    request sample or a client version, and the checks of a restore. A subclass gives
+    `lb_admin(zone)`, `http` and the attributes below."""
 
     status: dict[str, dict[str, Any] | None]
     load: Any
+    router: Any  # has `version_events`: (time, version) when the client followed it
     _step_index: int
+    t0: float
+    console: Console
+    current: StepRun | None
+    token: str
+    control_url: str
+    reason = "zonegate demo drill"
+    """The X-Reason of control writes."""
 
     def lb_admin(self, zone: str) -> HostPort:
         raise NotImplementedError
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        raise NotImplementedError
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def event(self, run: StepRun | None, msg: str) -> None:
+        t = self.now()
+        if run is not None:
+            run.events.append((t, msg))
+        self.console.print(f"[dim]{t:7.2f}s[/dim]  {escape(msg)}")
+
+    async def control_write(
+        self, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """POST to the control API as the operator; (status, JSON body) or (0, {})."""
+        headers = {"Authorization": f"Bearer {self.token}", "X-Reason": self.reason}
+        try:
+            resp = await self.http.post(self.control_url + path, json=body, headers=headers)
+            doc = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            self.event(self.current, f"control: POST {path} failed: {exc}")
+            return 0, {}
+        if resp.status_code != 200:
+            self.event(self.current, f"control: POST {path} -> {resp.status_code} {doc}")
+        return resp.status_code, doc if isinstance(doc, dict) else {}
+
+    async def wait_router_version(self, version: int, within: float) -> float | None:
+        """When the client started following `version` (or a later one); None if not
+        `within` s."""
+        assert self.router is not None
+        deadline = time.monotonic() + within
+        while True:
+            for t, v in self.router.version_events:
+                if v >= version:
+                    return t
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.02)
+
+    async def restore_split(self, run: StepRun, host: str) -> int | None:
+        """POST /v1/restore/HOST, checked; the new version, None if refused."""
+        status, doc = await self.control_write(f"/v1/restore/{host}")
+        version = int(doc.get("version") or 0)
+        self.event(run, f"control: POST /v1/restore/{host} -> {status}, version {version}")
+        run.checks.append(Check("restore split", status == 200, f"control answered {status}"))
+        return version if status == 200 else None
+
+    async def wait_pool_back(
+        self,
+        run: StepRun,
+        zone: str,
+        pool: str,
+        backends: Sequence[str],
+        ready: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        """Wait until `zone`'s LB shows every one of `backends` `ready` (the step's detect
+        time), and check it."""
+        up = await self.wait_status(
+            zone, lambda st: all(ready(_backend(st, pool, n)) for n in backends), 30.0
+        )
+        if up:
+            run.detect = self.now()
+            self.event(run, f"{zone} LB: every backend of {pool} available")
+        run.checks.append(Check("back up", up, f"{pool} {'all' if up else 'not all'} available"))
+
+    async def wait_taking_traffic(
+        self,
+        run: StepRun,
+        zone: str,
+        pool: str,
+        backends: Sequence[str],
+        version: int | None,
+        within: float,
+    ) -> None:
+        """After the pool is back and the client follows `version`: wait until every one
+        of `backends` answers `zone`'s devices (the step's recovery), and check it."""
+        follows = await self.wait_router_version(version, 5.0) if version is not None else None
+        since = max(run.detect or math.inf, follows or math.inf)
+        want = set(backends)
+        seen: set[str] = set()
+
+        def taking(s: Sample) -> bool:
+            if s.t >= since and s.zone == zone and s.owner == zone and s.ok and s.backend in want:
+                seen.add(s.backend)
+            return seen == want
+
+        if since < math.inf and await self.wait_samples(taking, within):
+            run.recovered = self.now()
+            self.event(run, f"every backend of {pool} answers {zone}'s devices again")
+        run.checks.append(
+            Check(
+                "taking traffic",
+                seen == want,
+                f"{len(seen)}/{len(want)} of {pool} answered {zone}'s devices after coming back",
+            )
+        )
 
     async def fetch_status(self, zone: str) -> dict[str, Any] | None:
         try:
@@ -911,7 +994,7 @@ class StatusWaits:
             await asyncio.sleep(0.05)
 
 
-class Drill(StatusWaits):
+class Drill(DrillBase):
     """Starts the processes, drives the load and the steps, renders progress."""
 
     def __init__(
@@ -942,15 +1025,6 @@ class Drill(StatusWaits):
         self.token = secrets.token_hex(16)
         self.control_url = f"http://{layout.control}"
         self._http: httpx.AsyncClient | None = None
-
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    def event(self, run: StepRun | None, msg: str) -> None:
-        t = self.now()
-        if run is not None:
-            run.events.append((t, msg))
-        self.console.print(f"[dim]{t:7.2f}s[/dim]  {escape(msg)}")
 
     def children(self) -> list[Child]:
         """Every process, in start order."""
@@ -1118,34 +1192,6 @@ class Drill(StatusWaits):
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=5.0)
         return self._http
-
-    async def control_write(
-        self, path: str, body: dict[str, Any] | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        """POST to the control API as the operator; (status, JSON body) or (0, {})."""
-        headers = {"Authorization": f"Bearer {self.token}", "X-Reason": "zonegate demo drill"}
-        try:
-            resp = await self.http.post(self.control_url + path, json=body, headers=headers)
-            doc = resp.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            self.event(self.current, f"control: POST {path} failed: {exc}")
-            return 0, {}
-        if resp.status_code != 200:
-            self.event(self.current, f"control: POST {path} -> {resp.status_code} {doc}")
-        return resp.status_code, doc if isinstance(doc, dict) else {}
-
-    async def wait_router_version(self, version: int, within: float) -> float | None:
-        """When the client started following `version` (or a later one); None if not
-        `within` s."""
-        assert self.router is not None
-        deadline = time.monotonic() + within
-        while True:
-            for t, v in self.router.version_events:
-                if v >= version:
-                    return t
-            if time.monotonic() > deadline:
-                return None
-            await asyncio.sleep(0.02)
 
     # the GSLB
 
@@ -1453,10 +1499,14 @@ def summary_table(runs: Sequence[StepRun]) -> Table:
     return table
 
 
-def print_summary(console: Console, runs: Sequence[StepRun]) -> None:
-    """The summary table, then what each step's times mean and its checks."""
+def print_summary(console: Console, runs: Sequence[StepRun], title: str | None = None) -> None:
+    """The summary table (titled `title`, else the demo's), then what each step's times
+    mean and its checks."""
     console.print()
-    console.print(summary_table(runs))
+    table = summary_table(runs)
+    if title is not None:
+        table.title = title
+    console.print(table)
     notes = Table.grid(padding=(0, 2))
     notes.add_column(style="bold")
     notes.add_column()

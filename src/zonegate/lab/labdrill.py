@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
@@ -54,7 +53,6 @@ import httptools
 import httpx
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from zonegate.balance.shard import zone_for
 from zonegate.lab import demo
@@ -248,7 +246,7 @@ class ProbeRun:
 # --- the drill --------------------------------------------------------------------------
 
 
-class LabDrill(demo.StatusWaits):
+class LabDrill(demo.DrillBase):
     """Drives the steps on a running lab; duck-types the demo's `Drill` for its steps.
 
     Args:
@@ -256,6 +254,8 @@ class LabDrill(demo.StatusWaits):
         steps: the steps to run.
         console: where events go.
     """
+
+    reason = "zonegate lab drill"
 
     def __init__(self, lab: Lab, steps: Sequence[Step], console: Console, quick: bool) -> None:
         self.lab = lab
@@ -279,17 +279,7 @@ class LabDrill(demo.StatusWaits):
         self._probes = 0
         self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
         self.token = Path(lab.state.token_file).read_text().strip()
-
-    # time and events
-
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    def event(self, run: StepRun | None, msg: str) -> None:
-        t = self.now()
-        if run is not None:
-            run.events.append((t, msg))
-        self.console.print(f"[dim]{t:7.2f}s[/dim]  {escape(msg)}")
+        self.control_url = self.plan.control_url
 
     # processes
 
@@ -339,20 +329,9 @@ class LabDrill(demo.StatusWaits):
 
     # the control plane
 
-    async def control_write(
-        self, path: str, body: dict[str, Any] | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        """POST to the control API as the operator; (status, JSON body) or (0, {})."""
-        headers = {"Authorization": f"Bearer {self.token}", "X-Reason": "zonegate lab drill"}
-        try:
-            resp = await self._http.post(self.plan.control_url + path, json=body, headers=headers)
-            doc = resp.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            self.event(self.current, f"control: POST {path} failed: {exc}")
-            return 0, {}
-        if resp.status_code != 200:
-            self.event(self.current, f"control: POST {path} -> {resp.status_code} {doc}")
-        return resp.status_code, doc if isinstance(doc, dict) else {}
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._http
 
     async def split(self) -> SplitMap | None:
         """The split map of the lab's domain as the control plane has it now."""
@@ -361,18 +340,6 @@ class LabDrill(demo.StatusWaits):
             return SplitMap.model_validate(resp.json()["split"][SPLIT_HOST])
         except (httpx.HTTPError, ValueError, KeyError):
             return None
-
-    async def wait_router_version(self, version: int, within: float) -> float | None:
-        """When the client started following `version` (or later); None if not in time."""
-        assert self.load is not None
-        deadline = time.monotonic() + within
-        while True:
-            for t, v in self.load.version_events:
-                if v >= version:
-                    return t
-            if time.monotonic() > deadline:
-                return None
-            await asyncio.sleep(0.02)
 
     # the GSLB and VRRP
 
@@ -713,39 +680,9 @@ def lab_steps(d: LabDrill, quick: bool) -> list[Step]:
         for name in a.backends:
             if not d.lab.alive(f"backend {name}"):
                 await d.restart(run, f"backend {name}")
-        status, doc = await d.control_write(f"/v1/restore/{SPLIT_HOST}")
-        version = int(doc.get("version") or 0)
-        d.event(run, f"control: POST /v1/restore/{SPLIT_HOST} -> {status}, version {version}")
-        run.checks.append(Check("restore split", status == 200, f"control answered {status}"))
-        up = await d.wait_status(
-            a.name,
-            lambda st: all(demo._backend(st, a.pool, n).get("available") for n in a.backends),
-            30.0,
-        )
-        if up:
-            run.detect = d.now()
-            d.event(run, f"{a.name} LB: every backend of {a.pool} available")
-        run.checks.append(Check("back up", up, f"{a.pool} {'all' if up else 'not all'} available"))
-        follows = await d.wait_router_version(version, 5.0) if status == 200 else None
-        since = max(run.detect or math.inf, follows or math.inf)
-        want = set(a.backends)
-        seen: set[str] = set()
-
-        def taking(s: Sample) -> bool:
-            if s.t >= since and s.zone == a.name and s.owner == a.name and s.ok:
-                seen.add(s.backend)
-            return seen >= want
-
-        if since < math.inf and await d.wait_samples(taking, 30.0):
-            run.recovered = d.now()
-            d.event(run, f"every backend of {a.pool} answers {a.name}'s devices again")
-        run.checks.append(
-            Check(
-                "taking traffic",
-                seen >= want,
-                f"{len(seen & want)}/{len(want)} of {a.pool} answered {a.name}'s devices",
-            )
-        )
+        version = await d.restore_split(run, SPLIT_HOST)
+        await d.wait_pool_back(run, a.name, a.pool, a.backends, lambda b: bool(b.get("available")))
+        await d.wait_taking_traffic(run, a.name, a.pool, a.backends, version, 30.0)
         # The SDK's breakers that opened during the partition close after their
         # cool-down and half-open probes: wait for every device of A to be back on A.
         t_back = await _all_home(d, a.name, 40.0)
@@ -818,36 +755,9 @@ async def _all_home(d: LabDrill, zone: str, within: float, window: float = 1.0) 
 # --- report -----------------------------------------------------------------------------
 
 
-def summary_table(runs: Sequence[StepRun]) -> Table:
-    table = demo.summary_table(runs)
-    table.title = "zonegate lab: what clients saw"
-    return table
-
-
 def print_summary(console: Console, runs: Sequence[StepRun], outages: list[dict[str, Any]]) -> None:
-    console.print()
-    console.print(summary_table(runs))
-    notes = Table.grid(padding=(0, 2))
-    notes.add_column(style="bold")
-    notes.add_column()
-    for run in runs:
-        lines = []
-        if run.step.detect_means and run.detect_s is not None:
-            lines.append(f"[dim]detect:[/dim]  {escape(run.step.detect_means)}")
-        if run.step.recover_means and run.recover_s is not None:
-            lines.append(f"[dim]recover:[/dim] {escape(run.step.recover_means)}")
-        for c in run.checks:
-            if c.ok:
-                mark = "[green]ok  [/green]"
-            else:
-                mark = "[red]FAIL[/red]" if c.required else "[yellow]warn[/yellow]"
-            lines.append(f"{mark} {escape(c.name)}: {escape(c.detail)}")
-        if run.errors:
-            kinds = ", ".join(f"{k} {v}" for k, v in sorted(run.errors.items()))
-            lines.append(f"[red]errors:[/red] {kinds}")
-        for i, line in enumerate(lines):
-            notes.add_row(run.step.name if i == 0 else "", line)
-    console.print(notes)
+    """The demo's summary, titled for the lab, then the VIP outages the probes saw."""
+    demo.print_summary(console, runs, title="zonegate lab: what clients saw")
     for o in outages:
         console.print(
             f"VIP {o['vip']} ({o['step']}): outage {o['outage_ms']:.0f} ms, "
