@@ -11,7 +11,8 @@ as scripts (`python3 bench/X.py`): Python puts bench/ on the path, so a plain
   shared with other people's work).
 - Tools: `which` (also in sbin), `apt_install` (Debian packages, services not
   started), `tool_version`, `deb_version`.
-- `machine_info` and `git_state`: what a RESULTS.md entry records about the run.
+- `machine_info` and `git_state`: what a RESULTS.md entry records about the run;
+  `write_results`: every figure of a run as JSON (`--json`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import os
 import platform
 import re
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +189,22 @@ def git_state() -> str:
 
 
 # --------------------------------------------------------------------------- CPU accounting
+
+
+def write_results(
+    path: str, machine: Mapping[str, Any], settings: Any, runs: Sequence[Any], **extra: Any
+) -> None:
+    """Write the machine facts, the settings (a dataclass), the command line, every run
+    (dataclasses) and `extra` to `path` as JSON."""
+    data = {
+        "machine": dict(machine),
+        "settings": asdict(settings),
+        "command": " ".join([sys.executable, *sys.argv]),
+        "runs": [asdict(r) for r in runs],
+        **extra,
+    }
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    print(f"results written to {path}")
 
 
 def machine_times() -> dict[str, float]:

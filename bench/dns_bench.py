@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -75,6 +74,7 @@ from benchlib import (  # bench/benchlib.py: what the bench scripts share
     settle,
     tool_version,
     which,
+    write_results,
 )
 
 SERVERS = ("zonegate", "gdnsd", "pdns")
@@ -1353,18 +1353,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(runs, st)
     print_table(summary, st)
     if args.json:
-        data = {
-            "machine": info,
-            "settings": asdict(st),
-            "command": " ".join([sys.executable, *sys.argv]),
-            "runs": [asdict(r) for r in runs],
-            "summary": summary,
-            "zonegate_check": zg_log_problems,
-            "zonegate_inprocess_us": inproc,
-            "interrupted": interrupted,
-        }
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
-        print(f"results written to {args.json}")
+        write_results(
+            args.json,
+            info,
+            st,
+            runs,
+            summary=summary,
+            zonegate_check=zg_log_problems,
+            zonegate_inprocess_us=inproc,
+            interrupted=interrupted,
+        )
     if interrupted:
         return 130
     return 1 if failed else 0

@@ -50,6 +50,7 @@ from benchlib import (  # bench/benchlib.py: what the bench scripts share
     settle,
     tool_version,
     which,
+    write_results,
 )
 
 PROXIES = ("nginx", "haproxy", "zonegate")
@@ -1079,16 +1080,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     phases = summarize(runs, st)
     print_table(phases, st)
     if args.json:
-        data = {
-            "machine": info,
-            "settings": asdict(st),
-            "command": " ".join([sys.executable, *sys.argv]),
-            "runs": [asdict(r) for r in runs],
-            "phases": phases,
-            "interrupted": interrupted,
-        }
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
-        print(f"results written to {args.json}")
+        write_results(args.json, info, st, runs, phases=phases, interrupted=interrupted)
     if interrupted:
         return 130
     return 1 if start_failed else 0
