@@ -40,13 +40,13 @@ import asyncio
 import base64
 import json
 import time
-from typing import Any, Self
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
 from zonegate.control.model import AuditEntry, DesiredState
-from zonegate.control.store import check_append, check_history_args
+from zonegate.control.store import VersionSignal, check_append, check_history_args
 from zonegate.errors import StoreUnavailable, VersionConflict
 
 DEFAULT_PREFIX = "/zonegate/"
@@ -106,7 +106,7 @@ class _Retry(Exception):
         self.ambiguous = ambiguous
 
 
-class EtcdStore:
+class EtcdStore(VersionSignal):
     """A `Store` in an etcd v3 cluster (see the module docstring).
 
     Args:
@@ -139,18 +139,8 @@ class EtcdStore:
         self._client = httpx.AsyncClient(timeout=timeout)
         self._current = 0
         """Index of the endpoint that answered last (tried first)."""
-        self._changed = asyncio.Condition()
-        self._known = 0
-        """The newest version this object has seen (its appends, reads, the watcher)."""
-        self._waiters = 0
         self._watcher: asyncio.Task[None] | None = None
-        self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        super().__init__()
 
     def __repr__(self) -> str:
         return f"EtcdStore({self.endpoints!r}, prefix={self.prefix!r})"
@@ -252,11 +242,8 @@ class EtcdStore:
 
     async def close(self) -> None:
         """Close the HTTP client; later calls raise StoreUnavailable."""
-        if self._closed:
+        if not await self._mark_closed():
             return
-        self._closed = True
-        async with self._changed:
-            self._changed.notify_all()
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.wait([self._watcher])  # not `await`: its CancelledError is not ours
@@ -348,12 +335,6 @@ class EtcdStore:
         if code in _RETRY_CODES or resp.status_code >= 500:
             raise _Retry(f"HTTP {resp.status_code}: {message}", ambiguous=code in _AMBIGUOUS_CODES)
         raise StoreUnavailable(f"etcd store: {endpoint}{path}: HTTP {resp.status_code}: {message}")
-
-    async def _observe(self, version: int | None) -> None:
-        if version is not None and version > self._known:
-            self._known = version
-            async with self._changed:
-                self._changed.notify_all()
 
     async def _poll_once(self) -> None:
         try:

@@ -38,10 +38,10 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from zonegate.control.model import AuditEntry, DesiredState
-from zonegate.control.store import check_append, check_history_args
+from zonegate.control.store import VersionSignal, check_append, check_history_args
 from zonegate.errors import StoreUnavailable, VersionConflict
 
 T = TypeVar("T")
@@ -63,7 +63,7 @@ _SCHEMA = (
 )
 
 
-class SQLiteStore:
+class SQLiteStore(VersionSignal):
     """A `Store` in one SQLite file (see the module docstring).
 
     Args:
@@ -87,18 +87,8 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zonegate-sqlite")
         self._conn: sqlite3.Connection | None = None
         """Opened, used and closed on the worker thread only."""
-        self._changed = asyncio.Condition()
-        self._known = 0
-        """The newest version this object has seen (its appends, or the poller)."""
-        self._waiters = 0
         self._poller: asyncio.Task[None] | None = None
-        self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        super().__init__()
 
     # --- Store -----------------------------------------------------------------------
 
@@ -147,11 +137,8 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Close the connection and the worker; later calls raise StoreUnavailable."""
-        if self._closed:
+        if not await self._mark_closed():
             return
-        self._closed = True
-        async with self._changed:
-            self._changed.notify_all()
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.wait([self._poller])  # not `await`: its CancelledError is not ours
@@ -180,12 +167,6 @@ class SQLiteStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-    async def _observe(self, version: int | None) -> None:
-        if version is not None and version > self._known:
-            self._known = version
-            async with self._changed:
-                self._changed.notify_all()
 
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():

@@ -15,7 +15,7 @@ etcd store (survives a zone). All implement `Store`.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, Self
 
 from zonegate.control.model import AuditEntry, DesiredState
 from zonegate.errors import StoreUnavailable, VersionConflict
@@ -116,6 +116,48 @@ def check_history_args(since: int, limit: int) -> None:
         raise ValueError(f"limit must be in 1..{HISTORY_LIMIT_MAX}, got {limit}")
 
 
+class VersionSignal:
+    """The newest version a shared store's object has seen, and the waiters on it.
+
+    For stores that other processes write too (SQLite, etcd): what this object learns
+    (its own appends, its reads, its poller or watcher) goes through `_observe`, which
+    wakes every `wait_for` waiting on `_changed`; `_waiters` counts those, so the
+    poller or watcher runs only while someone waits. Also an async context manager
+    that closes the store.
+    """
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Condition()
+        self._known = 0
+        """The newest version this object has seen."""
+        self._waiters = 0
+        self._closed = False
+
+    async def close(self) -> None:  # pragma: no cover - every store has its own
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _observe(self, version: int | None) -> None:
+        if version is not None and version > self._known:
+            self._known = version
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _mark_closed(self) -> bool:
+        """Mark the store closed and wake every waiter; False if it already was."""
+        if self._closed:
+            return False
+        self._closed = True
+        async with self._changed:
+            self._changed.notify_all()
+        return True
+
+
 class MemoryStore:
     """A `Store` in memory: one process, lost when it ends (tests, demos)."""
 
@@ -177,6 +219,7 @@ __all__ = [
     "HISTORY_LIMIT_MAX",
     "MemoryStore",
     "Store",
+    "VersionSignal",
     "check_append",
     "check_history_args",
 ]
