@@ -59,12 +59,9 @@ def failover(
         else:
             raise ValueError(fault)
         bound = down_interval(settings, lab.priorities["n2"]) + SLACK
-        if fault == "linkdown":
-            # n1 cannot be reached; whether it keeps the VIP on its dead link is its own
-            # business (keepalived drops it in FAULT state), what counts is n2 has it.
-            lab.wait_holders(lambda got: "n2" in got and "n3" not in got, timeout=bound)
-        else:
-            lab.wait_holders({"n2"}, timeout=bound)
+        # With its link down n1 goes to FAULT and drops the VIP (zonegate and keepalived
+        # alike), so that it does not come back with the link while n2 holds it.
+        lab.wait_holders({"n2"}, timeout=bound)
         run.wait_node("n2", timeout=bound, stable=max(0.5, 3 * settings.advert))
         summary = run.finish()
     assert summary["last_node"] == "n2", summary

@@ -54,9 +54,13 @@ def test_preempt_back_after_restart(lab, preempt):
 
 
 def test_preempt_back_after_link_up(lab):
+    """The master's link goes down: it goes to FAULT and drops the VIP, n2 takes over;
+    the link comes back: n1 is a backup first, then preempts n2."""
     daemons = scenarios.start(lab, "zonegate", FAST)
     scenarios.failover(lab, daemons, FAST, "linkdown")
+    assert "state Master -> Fault (link down (no carrier))" in daemons["n1"].output()
     scenarios.preempt_back(lab, daemons, FAST, restart=False)
+    assert "state Fault -> Backup (link up)" in daemons["n1"].output()
 
 
 def test_split_brain_heals_to_one_master_without_blackhole(lab, nft):

@@ -21,6 +21,7 @@ from zonegate.vrrp.machine import (
     AddVips,
     AdvertReceived,
     Event,
+    LinkChanged,
     Machine,
     MachineConfig,
     Notify,
@@ -62,6 +63,8 @@ class FakeLan:
         self.latency = latency
         self.nodes: dict[IPv4Address, Node] = {}
         self.cut: set[frozenset[IPv4Address]] = set()
+        self.no_carrier: set[IPv4Address] = set()
+        """Nodes whose own link is down: they send and hear nothing, neither does ARP."""
         self._queue: list[tuple[float, int, Any]] = []
         self._seq = itertools.count()
         self.arp_owner: IPv4Address | None = None
@@ -116,6 +119,16 @@ class FakeLan:
     def heal(self) -> None:
         self.cut.clear()
 
+    def link(self, ip: str, up: bool) -> None:
+        """The node's own link loses (or regains) its carrier; its machine is told."""
+        node = self.node(ip)
+        if up:
+            self.no_carrier.discard(node.ip)
+        else:
+            self.no_carrier.add(node.ip)
+            node.garp_epoch += 1  # a burst in progress goes nowhere
+        self._deliver(node, LinkChanged(up))
+
     def event(self, ip: str, event: Event) -> list[Action]:
         return self._deliver(self.node(ip), event)
 
@@ -138,9 +151,15 @@ class FakeLan:
         return [n for n in self.nodes.values() if n.running and n.holds_vip]
 
     def vip_reachable(self) -> bool:
-        """Whether the neighbour's ARP entry points at a node that holds the VIP."""
+        """Whether the neighbour's ARP entry points at a node that holds the VIP (and
+        has a link)."""
         owner = self.nodes.get(self.arp_owner) if self.arp_owner else None
-        return owner is not None and owner.running and owner.holds_vip
+        return (
+            owner is not None
+            and owner.running
+            and owner.holds_vip
+            and owner.ip not in self.no_carrier
+        )
 
     def outages(self, since: float) -> float:
         """Seconds since `since` during which the VIP was not reachable."""
@@ -181,12 +200,16 @@ class FakeLan:
             if kind == "advert":
                 _, dst, src, advert = item
                 node = self.nodes[dst]
-                if node.running and frozenset((src, dst)) not in self.cut:
+                if (
+                    node.running
+                    and frozenset((src, dst)) not in self.cut
+                    and not {src, dst} & self.no_carrier
+                ):
                     self._deliver(node, AdvertReceived(src, advert))
             elif kind == "garp":
                 _, src, epoch = item
                 node = self.nodes[src]
-                if node.running and node.garp_epoch == epoch:
+                if node.running and node.garp_epoch == epoch and src not in self.no_carrier:
                     self.arp_owner = src
                     self._record()
         for node in list(self.nodes.values()):

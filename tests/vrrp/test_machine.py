@@ -13,6 +13,7 @@ from zonegate.vrrp.machine import (
     HANDOFF_INTERVALS,
     AddVips,
     AdvertReceived,
+    LinkChanged,
     Machine,
     MachineConfig,
     Notify,
@@ -35,7 +36,7 @@ ME = IPv4Address("10.9.0.2")
 LOWER_IP = IPv4Address("10.9.0.1")
 HIGHER_IP = IPv4Address("10.9.0.3")
 T0 = 1000.0
-INIT, BACKUP, MASTER = State.INITIALIZE, State.BACKUP, State.MASTER
+INIT, BACKUP, MASTER, FAULT = State.INITIALIZE, State.BACKUP, State.MASTER, State.FAULT
 
 
 def cfg(**kw) -> MachineConfig:
@@ -555,6 +556,133 @@ def test_lan_quorum_at_most_one_holder_in_partition():
     assert [n.ip for n in lan.holders()] == [IPv4Address("10.9.0.1")]
 
 
+# --- the link (past the RFC: keepalived's FAULT) ---------------------------------------
+
+
+LINK_DOWN = "link down (no carrier)"
+
+
+def test_master_link_down_goes_fault_and_removes_vips():
+    m = master()
+    actions = m.handle(LinkChanged(False), T0 + 5)
+    assert actions == [RemoveVips((VIP,)), Notify(MASTER, FAULT, LINK_DOWN)]
+    assert m.state is FAULT
+    assert m.deadline is None
+    assert m.master_ip is None
+
+
+def test_backup_link_down_goes_fault_silently():
+    m = backup()
+    assert m.handle(LinkChanged(False), T0 + 1) == [Notify(BACKUP, FAULT, LINK_DOWN)]
+    assert m.deadline is None
+
+
+def test_fault_ignores_adverts_timers_priority_and_quorum():
+    m = backup(quorum=True)
+    m.handle(TimerFired(), m.deadline)
+    m.handle(QuorumChanged(True), T0 + 4)
+    assert m.state is MASTER
+    m.handle(LinkChanged(False), T0 + 5)
+    assert m.handle(AdvertReceived(LOWER_IP, adv(50)), T0 + 6) == []
+    assert m.handle(AdvertReceived(HIGHER_IP, adv(0)), T0 + 6) == []
+    assert m.handle(TimerFired(), T0 + 60) == []
+    assert m.handle(PriorityChanged(200), T0 + 61) == []
+    assert m.handle(QuorumChanged(True), T0 + 62) == []
+    assert m.state is FAULT
+    assert not m.wants_lease
+
+
+def test_repeated_link_state_is_no_event():
+    m = master()
+    assert m.handle(LinkChanged(True), T0 + 5) == []
+    m.handle(LinkChanged(False), T0 + 6)
+    assert m.handle(LinkChanged(False), T0 + 7) == []
+
+
+def test_link_up_goes_backup_and_takes_over_after_master_down_interval():
+    m = master()
+    m.handle(LinkChanged(False), T0 + 5)
+    assert m.handle(LinkChanged(True), T0 + 9) == [Notify(FAULT, BACKUP, "link up")]
+    assert m.deadline == pytest.approx(T0 + 9 + m.master_down_interval)
+    actions = m.handle(TimerFired(), m.deadline)
+    assert kinds(actions) == [SendAdvert, AddVips, SendGarp, Notify]
+    assert m.state is MASTER
+
+
+def test_link_up_with_a_master_on_the_link_stays_backup():
+    m = master(priority=100)
+    m.handle(LinkChanged(False), T0 + 5)
+    m.handle(LinkChanged(True), T0 + 9)
+    m.handle(AdvertReceived(HIGHER_IP, adv(150)), T0 + 9.5)
+    m.handle(TimerFired(), T0 + 9 + m.master_down_interval)
+    assert m.state is BACKUP  # the timer was reset by the advert
+
+
+def test_link_up_preempts_a_lower_master():
+    m = master(priority=200)
+    m.handle(LinkChanged(False), T0 + 5)
+    m.handle(LinkChanged(True), T0 + 9)
+    m.handle(AdvertReceived(LOWER_IP, adv(100)), T0 + 9.5)  # discarded: preempt
+    m.handle(TimerFired(), m.deadline)
+    assert m.state is MASTER
+
+
+def test_owner_link_up_goes_master_at_once():
+    m = Machine(cfg(priority=255), T0)
+    m.handle(Startup(), T0)
+    m.handle(LinkChanged(False), T0 + 1)
+    actions = m.handle(LinkChanged(True), T0 + 2)
+    assert kinds(actions) == [SendAdvert, AddVips, SendGarp, Notify]
+    assert m.state is MASTER
+
+
+def test_startup_with_the_link_down_waits_in_fault():
+    m = Machine(cfg(), T0)
+    assert m.handle(LinkChanged(False), T0) == []  # INITIALIZE: noted only
+    assert m.handle(Startup(), T0) == [Notify(INIT, FAULT, "startup with the link down")]
+    assert m.deadline is None
+    m.handle(LinkChanged(True), T0 + 3)
+    assert m.state is BACKUP
+    assert m.deadline == pytest.approx(T0 + 3 + m.master_down_interval)
+
+
+def test_link_down_during_handoff_stops_at_once():
+    m = master(graceful_handoff=True)
+    m.handle(Shutdown(), T0 + 5)
+    assert m.leaving
+    actions = m.handle(LinkChanged(False), T0 + 5.5)
+    assert kinds(actions) == [RemoveVips, Notify, Stopped]
+    assert m.state is INIT
+
+
+def test_shutdown_in_fault_stops_silently():
+    m = master()
+    m.handle(LinkChanged(False), T0 + 5)
+    assert m.handle(Shutdown(), T0 + 6) == [Notify(FAULT, INIT, "shutdown"), Stopped()]
+
+
+def test_lan_master_link_down_backup_takes_over_and_master_preempts_back():
+    lan = FakeLan()
+    lan.add("10.9.0.1", 200)
+    lan.add("10.9.0.2", 100)
+    lan.start("10.9.0.1")
+    lan.start("10.9.0.2")
+    lan.run(5)
+    down_at = lan.now
+    lan.link("10.9.0.1", up=False)
+    assert not lan.node("10.9.0.1").holds_vip  # FAULT: no VIP on the dead link
+    lan.run(5)
+    assert [n.ip for n in lan.masters()] == [IPv4Address("10.9.0.2")]
+    took = [t for t, _, new in lan.node("10.9.0.2").transitions if new is MASTER][-1]
+    assert took - down_at <= 3 + 156 / 256 + 0.01
+    assert lan.vip_reachable()
+    lan.link("10.9.0.1", up=True)
+    lan.run(5)
+    assert [n.ip for n in lan.masters()] == [IPv4Address("10.9.0.1")]
+    assert [n.ip for n in lan.holders()] == [IPv4Address("10.9.0.1")]
+    assert lan.vip_reachable()
+
+
 # --- properties -----------------------------------------------------------------------
 
 nodes_st = st.lists(st.tuples(st.integers(1, 254), st.floats(0, 5)), min_size=1, max_size=4)
@@ -641,3 +769,35 @@ def test_quorum_handoff_keeps_the_lease_and_drops_vips_if_it_is_lost():
     actions = m.handle(QuorumChanged(False), T0 + 6)
     assert kinds(actions) == [RemoveVips, Notify, Stopped]
     assert not m.wants_lease
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 254), min_size=2, max_size=4),
+    st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.floats(0, 6)), max_size=6),
+)
+def test_property_after_link_flaps_one_master_with_a_link_and_the_highest_priority(
+    priorities, flaps
+):
+    """Whatever links go down and up, once they settle the highest-priority node with a
+    carrier is the only master, the only VIP holder, and the neighbour reaches it."""
+    lan = FakeLan()
+    for i, p in enumerate(priorities):
+        lan.add(f"10.9.0.{i + 1}", p)
+        lan.start(f"10.9.0.{i + 1}")
+    lan.run(6)
+    n = len(priorities)
+    for who, up, wait in flaps:
+        lan.link(f"10.9.0.{who % n + 1}", up)
+        lan.run(wait)
+    lan.run(15)
+    alive = [i for i in range(n) if IPv4Address(f"10.9.0.{i + 1}") not in lan.no_carrier]
+    holders = lan.holders()
+    if not alive:
+        assert holders == []
+        return
+    masters = lan.masters()
+    assert len(masters) == 1
+    assert masters[0].machine.priority == max(priorities[i] for i in alive)
+    assert [h.ip for h in holders] == [masters[0].ip]
+    assert lan.vip_reachable()

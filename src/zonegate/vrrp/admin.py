@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zonegate.vrrp")
 
-_STATE_CODE = {State.INITIALIZE: 0, State.BACKUP: 1, State.MASTER: 2}
+_STATE_CODE = {State.INITIALIZE: 0, State.BACKUP: 1, State.MASTER: 2, State.FAULT: 3}
 
 
 class AdminApp:
@@ -58,7 +58,7 @@ class _Collector:
         base = [a.name, str(m.cfg.vrid)]
         state = GaugeMetricFamily(
             "zonegate_vrrp_state",
-            "Reported VRRP state: 0 Initialize, 1 Backup, 2 Master",
+            "Reported VRRP state: 0 Initialize, 1 Backup, 2 Master, 3 Fault",
             labels=labels,
         )
         state.add_metric(base, _STATE_CODE[m.state])

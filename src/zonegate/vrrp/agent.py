@@ -53,6 +53,7 @@ from zonegate.vrrp.machine import (
     AddVips,
     AdvertReceived,
     Event,
+    LinkChanged,
     Machine,
     MachineConfig,
     Notify,
@@ -77,6 +78,8 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IP_MULTICAST_ALL = 49  # linux/in.h: deliver only groups joined on this socket
 RECV_SIZE = 2048
 NOTIFY_TIMEOUT = 30.0
+LINK_POLL = 0.1
+"""Seconds between reads of the VRRP interface's carrier (netlink, ~0.3 ms each)."""
 
 
 @dataclass
@@ -229,7 +232,13 @@ class Agent:
         if inst.quorum is not None:
             self._tasks.append(loop.create_task(self._lease_loop()))
         self._tasks.append(loop.create_task(self._notify_worker()))
+        link = VipManager(self.ifname)  # its own netlink socket: polled while VIPs change
         try:
+            await link.open()
+            link_up = await link.link_up()
+            if not link_up:
+                await self._execute(self.machine.handle(LinkChanged(False), time.monotonic()))
+            self._tasks.append(loop.create_task(self._link_loop(link, link_up)))
             await self._execute(self.machine.handle(Startup(), time.monotonic()))
             print(
                 f"zonegate vrrp ready: instance {self.name} vrid {cfg.vrid} on {self.ifname}, "
@@ -256,6 +265,7 @@ class Agent:
                     await self._http.aclose()
             if admin_server is not None:
                 admin_server.close()
+            await link.close()
             self.garp.close()
             self.sock.close()
         log.info("vrrp %s: stopped", self.name)
@@ -390,6 +400,26 @@ class Agent:
         self.queue.put_nowait(Shutdown())
 
     # --- tracking ----------------------------------------------------------------
+
+    async def _link_loop(self, link: VipManager, up: bool) -> None:
+        """Carrier of the VRRP interface -> `LinkChanged` (FAULT while it is down)."""
+        while True:
+            await asyncio.sleep(LINK_POLL)
+            try:
+                now_up = await link.link_up()
+            except Exception as e:  # gone (OSError), netlink error: as good as no carrier
+                log.warning("vrrp %s: reading link %s: %s", self.name, self.ifname, e)
+                now_up = False
+            if now_up != up:
+                up = now_up
+                log.log(
+                    logging.INFO if up else logging.WARNING,
+                    "vrrp %s: link %s %s",
+                    self.name,
+                    self.ifname,
+                    "up" if up else "down (no carrier)",
+                )
+                self.queue.put_nowait(LinkChanged(up))
 
     async def _track_loop(self, index: int, track: VrrpTrack) -> None:
         interval = track.interval

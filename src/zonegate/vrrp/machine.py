@@ -48,6 +48,13 @@ Past the RFC:
   non-zero priority shows it is master, or HANDOFF_INTERVALS intervals have passed.
 - Effective priority: `PriorityChanged` (from tracking) changes the priority we
   advertise and compare; a master whose priority drops advertises at once.
+- Link state (keepalived's FAULT): when the interface loses its carrier the machine
+  goes to FAULT from BACKUP or MASTER: a master removes its VIPs (they would be
+  unreachable, and must not come back with the link while another node has taken
+  over), nothing is sent and adverts are ignored. When the carrier returns it goes
+  BACKUP, as at Startup, and takes over only after Master_Down_Interval without a
+  better master (preempting a lower one as usual). A master that loses its link while
+  handing off stops at once.
 - Quorum (at-most-one, optional): a MASTER holds its VIPs only while the agent
   confirms a lease (`QuorumChanged(True)`). Until the first confirmation it is
   *pending*: it advertises but holds no VIP and reports "Backup". When the lease is
@@ -83,6 +90,8 @@ class State(enum.Enum):
     INITIALIZE = "Initialize"
     BACKUP = "Backup"
     MASTER = "Master"
+    FAULT = "Fault"
+    """Past the RFC (keepalived's FAULT): the link has no carrier; no VIPs, no adverts."""
 
 
 class Quorum(enum.Enum):
@@ -181,7 +190,16 @@ class QuorumChanged:
     held: bool
 
 
-Event = Startup | Shutdown | AdvertReceived | TimerFired | PriorityChanged | QuorumChanged
+@dataclass(frozen=True, slots=True)
+class LinkChanged:
+    """The link of the VRRP interface lost (False) or regained (True) its carrier."""
+
+    up: bool
+
+
+Event = (
+    Startup | Shutdown | AdvertReceived | TimerFired | PriorityChanged | QuorumChanged | LinkChanged
+)
 
 
 # --- actions ------------------------------------------------------------------------
@@ -287,6 +305,8 @@ class Machine:
         """The current master as far as we know (us when MASTER)."""
         self.quorum = Quorum.PENDING
         self.leaving = False
+        self.link_up = True
+        """Whether the interface has carrier (`LinkChanged`); down: FAULT."""
         self._startup_end = now
         self._lower_since: float | None = None
         self._master_stopped = False
@@ -367,6 +387,8 @@ class Machine:
             self._priority(event.priority, now, out)
         elif isinstance(event, QuorumChanged):
             self._quorum(event.held, now, out)
+        elif isinstance(event, LinkChanged):
+            self._link(event.up, now, out)
         after = self.state
         if before is not after:
             self._state_changed(before, after, now, out)
@@ -381,7 +403,10 @@ class Machine:
             return
         self._startup_end = now + self.cfg.startup_delay
         self._lower_since = None
-        if self.priority == PRIORITY_OWNER and self.cfg.startup_delay == 0:
+        if not self.link_up:
+            out.reason = "startup with the link down"
+            self._become_fault()
+        elif self.priority == PRIORITY_OWNER and self.cfg.startup_delay == 0:
             out.reason = "address owner (priority 255) at startup"
             self._become_master(now, out)  # RFC 5798 §6.4.1
         else:
@@ -396,6 +421,14 @@ class Machine:
         self.master_ip = master
         self._master_stopped = False
         self._t.down = max(now + self.master_down_interval, self._startup_end)
+
+    def _become_fault(self) -> None:
+        self.role = State.FAULT
+        self._t.clear()
+        self.quorum = Quorum.PENDING
+        self.master_ip = None
+        self._master_stopped = False
+        self._lower_since = None
 
     def _become_master(self, now: float, out: _Out) -> None:
         self.role = State.MASTER
@@ -573,6 +606,28 @@ class Machine:
         if self.advert_priority != old_priority:
             self._send_advert(now, out)  # lost: priority 1, so a backup with quorum may try
 
+    def _link(self, up: bool, now: float, out: _Out) -> None:
+        if up == self.link_up:
+            return
+        self.link_up = up
+        if not up:
+            if self.role is State.MASTER and self.leaving:
+                out.reason = "link down during the handoff"
+                self._finish_stop(out)  # nobody can take over through a dead link
+            elif self.role in (State.BACKUP, State.MASTER):
+                out.reason = "link down (no carrier)"
+                self._become_fault()
+            return
+        if self.role is not State.FAULT:
+            return
+        if self.priority == PRIORITY_OWNER and now >= self._startup_end:
+            out.reason = "link up, address owner (priority 255)"
+            self._become_master(now, out)
+        else:
+            # As at startup: wait Master_Down_Interval for a master before taking over.
+            out.reason = "link up"
+            self._become_backup(self.cfg.advert_interval_cs, None, now)
+
     def _state_changed(self, before: State, after: State, now: float, out: _Out) -> None:
         vips = self.cfg.vips
         if after is State.MASTER:
@@ -609,6 +664,7 @@ __all__ = [
     "AddVips",
     "AdvertReceived",
     "Event",
+    "LinkChanged",
     "Machine",
     "MachineConfig",
     "Notify",
