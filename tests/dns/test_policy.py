@@ -879,3 +879,24 @@ def test_round_robin_rotates_evenly(n: int, rounds: int) -> None:
     seq = [run(tab, health=health, state=state).zones[0] for _ in range(n * rounds)]
     assert Counter(seq) == {z: rounds for z in zones}
     assert seq[:n] == list(zones)
+
+
+def test_planned_topology_after_weight_uses_the_region_zones() -> None:
+    """Found by the property above: a `topology` left to run after `weight` (which
+    draws) must see the table's regions; without them it failed and the plan answered
+    the last resort (the first healthy zone) where `decide` answered the weighted one."""
+    tab = table(
+        {"preferred": ["weight", "topology"], "alternate": []},
+        zones={
+            "z0": {"region": "north", "vips": ["10.0.0.1"], "weight": 0},
+            "z3": {"region": "north", "vips": ["10.0.3.1"], "weight": 1},
+        },
+    )
+    health = {"z0": UP, "z3": UP}
+    d = decide("api.example.test", "A", NORTH, tab, health, SelectionState(), random.Random(0))
+    assert d is not None
+    assert d.zones == ("z3",)
+    p = plan("api.example.test", "A", "north", tab, health)
+    assert p is not None
+    o = decide_planned(p, SelectionState(), random.Random(0))
+    assert (o.addresses, o.zones) == (("10.0.3.1",), ("z3",))

@@ -940,6 +940,9 @@ class Plan:
     """What `_Ctx.locate` returns for the topology method: the region, no text."""
     weighted: _Weighted | None = None
     """The commonest tail, precomputed: `preferred` ends with `weight` alone."""
+    table: GslbTable | None = None
+    """The compiled table, for methods left to run that read it (`topology` after a
+    `weight`: the region's zones)."""
 
 
 class _Weighted(NamedTuple):
@@ -1052,6 +1055,7 @@ def plan(
         alternate,
         located,
         weighted,
+        table,
     )
 
 
@@ -1096,7 +1100,7 @@ def decide_planned(p: Plan, state: SelectionState, rng: random.Random) -> Outcom
         addresses, zones = _take(chosen, None, p.vips, p.entry.answers, None)
         return Outcome(addresses, zones, p.ttl)
     entry = p.entry
-    ctx = _Ctx(entry, p.vips, _NO_CLIENT, _NO_TABLE, p.health, state, rng)
+    ctx = _Ctx(entry, p.vips, _NO_CLIENT, p.table or _NO_TABLE, p.health, state, rng)
     ctx.located = p.located
     chosen = _tail(p.preferred, ctx) if p.preferred is not None else []
     if not chosen:
@@ -1171,7 +1175,7 @@ _FAST: dict[Method, Method] = {
 """Stateful methods -> the same without building the `why` text (ip_weight: as is)."""
 _NO_CLIENT = ClientInfo("")
 _NO_TABLE = GslbTable(names={}, regions=RegionMap())
-"""Stands in for the table in `decide_planned`: the region is already in the plan."""
+"""Stands in for the table of a plan made without one."""
 
 
 # --- explain ------------------------------------------------------------------------
