@@ -75,6 +75,17 @@ def master(**kw) -> Machine:
     return m
 
 
+def pair(first: int = 200, second: int = 100, **kw) -> FakeLan:
+    """Two started nodes, 10.9.0.1 and 10.9.0.2, 5 s in: 10.9.0.1 (the higher) is master."""
+    lan = FakeLan()
+    lan.add("10.9.0.1", first, **kw)
+    lan.add("10.9.0.2", second, **kw)
+    lan.start("10.9.0.1")
+    lan.start("10.9.0.2")
+    lan.run(5)
+    return lan
+
+
 def sent(actions) -> list[Advert]:
     return [a.advert for a in actions if isinstance(a, SendAdvert)]
 
@@ -449,12 +460,7 @@ def test_lan_equal_priorities_highest_address_wins():
 
 
 def test_lan_crash_takeover_within_master_down_interval():
-    lan = FakeLan()
-    lan.add("10.9.0.1", 200)
-    lan.add("10.9.0.2", 100)
-    lan.start("10.9.0.1")
-    lan.start("10.9.0.2")
-    lan.run(5)
+    lan = pair()
     crash_at = lan.now
     lan.crash("10.9.0.1")
     lan.run(5)
@@ -465,12 +471,7 @@ def test_lan_crash_takeover_within_master_down_interval():
 
 
 def test_lan_graceful_stop_with_handoff_has_no_outage():
-    lan = FakeLan()
-    lan.add("10.9.0.1", 200)
-    lan.add("10.9.0.2", 100)
-    lan.start("10.9.0.1")
-    lan.start("10.9.0.2")
-    lan.run(5)
+    lan = pair()
     t = lan.now
     lan.stop("10.9.0.1")
     lan.run(5)
@@ -508,12 +509,7 @@ def test_lan_preemption_when_higher_node_returns():
 
 
 def test_lan_split_brain_heals_without_blackhole():
-    lan = FakeLan()
-    lan.add("10.9.0.1", 200)
-    lan.add("10.9.0.2", 100)
-    lan.start("10.9.0.1")
-    lan.start("10.9.0.2")
-    lan.run(5)
+    lan = pair()
     lan.partition("10.9.0.1", "10.9.0.2")
     lan.run(20)
     assert len(lan.masters()) == 2
@@ -526,24 +522,14 @@ def test_lan_split_brain_heals_without_blackhole():
 
 
 def test_lan_tracking_moves_vip_to_backup():
-    lan = FakeLan()
-    lan.add("10.9.0.1", 150)
-    lan.add("10.9.0.2", 100)
-    lan.start("10.9.0.1")
-    lan.start("10.9.0.2")
-    lan.run(5)
+    lan = pair(150)
     lan.event("10.9.0.1", PriorityChanged(50))
     lan.run(5)
     assert [n.ip for n in lan.masters()] == [IPv4Address("10.9.0.2")]
 
 
 def test_lan_quorum_at_most_one_holder_in_partition():
-    lan = FakeLan()
-    lan.add("10.9.0.1", 200, quorum=True)
-    lan.add("10.9.0.2", 100, quorum=True)
-    lan.start("10.9.0.1")
-    lan.start("10.9.0.2")
-    lan.run(5)
+    lan = pair(quorum=True)
     lan.event("10.9.0.1", QuorumChanged(True))
     lan.run(1)
     assert [n.ip for n in lan.holders()] == [IPv4Address("10.9.0.1")]
@@ -662,12 +648,7 @@ def test_shutdown_in_fault_stops_silently():
 
 
 def test_lan_master_link_down_backup_takes_over_and_master_preempts_back():
-    lan = FakeLan()
-    lan.add("10.9.0.1", 200)
-    lan.add("10.9.0.2", 100)
-    lan.start("10.9.0.1")
-    lan.start("10.9.0.2")
-    lan.run(5)
+    lan = pair()
     down_at = lan.now
     lan.link("10.9.0.1", up=False)
     assert not lan.node("10.9.0.1").holds_vip  # FAULT: no VIP on the dead link
