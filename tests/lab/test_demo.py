@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -450,9 +451,12 @@ def test_demo_fails_cleanly_when_a_backend_cannot_start(tmp_path):
     taken = holder.getsockname()[1]
     ports = {8101: taken, **{p: demo.free_port() for p in (8102, 8103, 8201, 8202, 8203)}}
     ports |= {p: demo.free_port() for p in (8080, 8090, 9901, 9902, 5353, 9953, 8053)}
-    text = EXAMPLE.read_text()
-    for old, new in ports.items():
-        text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+    # One pass: a new port may start with an old one (53535 and 5353).
+    text = re.sub(
+        r"127\.0\.0\.1:(\d+)\b",
+        lambda m: f"127.0.0.1:{ports.get(int(m[1]), m[1])}",
+        EXAMPLE.read_text(),
+    )
     topo_path = tmp_path / "t.yaml"
     topo_path.write_text(text)
     report_path = tmp_path / "report.json"
