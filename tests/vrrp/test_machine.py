@@ -86,6 +86,16 @@ def pair(first: int = 200, second: int = 100, **kw) -> FakeLan:
     return lan
 
 
+def started(priorities: list[int]) -> FakeLan:
+    """Nodes 10.9.0.1.. with these priorities, all started, 6 s in."""
+    lan = FakeLan()
+    for i, p in enumerate(priorities):
+        lan.add(f"10.9.0.{i + 1}", p)
+        lan.start(f"10.9.0.{i + 1}")
+    lan.run(6)
+    return lan
+
+
 def sent(actions) -> list[Advert]:
     return [a.advert for a in actions if isinstance(a, SendAdvert)]
 
@@ -708,11 +718,7 @@ def test_property_simultaneous_start_ties_go_to_highest_address(priorities):
     st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.floats(0, 8)), max_size=4),
 )
 def test_property_after_any_partition_heal_one_master_and_vip_reachable(priorities, cuts):
-    lan = FakeLan()
-    for i, p in enumerate(priorities):
-        lan.add(f"10.9.0.{i + 1}", p)
-        lan.start(f"10.9.0.{i + 1}")
-    lan.run(6)
+    lan = started(priorities)
     n = len(priorities)
     for a, b, wait in cuts:
         if a % n != b % n:
@@ -762,11 +768,7 @@ def test_property_after_link_flaps_one_master_with_a_link_and_the_highest_priori
 ):
     """Whatever links go down and up, once they settle the highest-priority node with a
     carrier is the only master, the only VIP holder, and the neighbour reaches it."""
-    lan = FakeLan()
-    for i, p in enumerate(priorities):
-        lan.add(f"10.9.0.{i + 1}", p)
-        lan.start(f"10.9.0.{i + 1}")
-    lan.run(6)
+    lan = started(priorities)
     n = len(priorities)
     for who, up, wait in flaps:
         lan.link(f"10.9.0.{who % n + 1}", up)
