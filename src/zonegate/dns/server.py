@@ -392,7 +392,13 @@ class DnsService:
                 if node is not None:
                     qtype = (data[qend - 4] << 8) | data[qend - 3]
                     t = node.get(qtype) or node[DEFAULT]
-                    if isinstance(t, Template) and qtype < IXFR:
+                    if qtype < IXFR:
+                        static = isinstance(t, Template)
+                        if not static:
+                            # A GSLB name without ECS (no OPT options): decided on the
+                            # resolver's address, no parse. Decided once: answered here
+                            # whatever its size (over the limit: TC, as the slow path).
+                            t, _ = self._gslb(data[12 : qend - 4].lower(), qtype, t, ip, None)
                         resp = (
                             data[:2]
                             + t.heads[edns | (data[2] & 1) | ((data[3] >> 3) & 2)]
@@ -400,37 +406,23 @@ class DnsService:
                             + t.body
                             + opt
                         )
-                        if len(resp) <= limit or not udp:
-                            key = t.rcode << 17 | (qtype if qtype < 256 else 256)
+                        # A static answer over the UDP limit goes the slow way (TC).
+                        if not static or len(resp) <= limit or not udp:
+                            key = t.rcode << 17 | qtype
                             self.queries[key] = self.queries.get(key, 0) + 1
-                            if udp:
+                            if not udp:
+                                if len(resp) > MAX_TCP_MESSAGE:
+                                    return error_response(parse(data), SERVFAIL)  # type: ignore[arg-type]
+                                return resp
+                            if len(resp) > limit:
+                                self.truncated += 1
+                                return truncated_response(parse(data))  # type: ignore[arg-type]
+                            if static:
                                 # Depends on these bytes and the config only (RRL off).
                                 if len(self.answers) >= ANSWER_CACHE_MAX:
                                     self.answers.clear()
                                 self.answers[data[2:]] = (resp[2:], key)
                             return resp
-                    elif qtype < IXFR:
-                        # A GSLB name without ECS (no OPT options): decided on the
-                        # resolver's address, no parse. Decided once: answered here
-                        # whatever its size (over the limit: TC, as the slow path).
-                        t, _ = self._gslb(data[12 : qend - 4].lower(), qtype, t, ip, None)
-                        resp = (
-                            data[:2]
-                            + t.heads[edns | (data[2] & 1) | ((data[3] >> 3) & 2)]
-                            + data[12:qend]
-                            + t.body
-                            + opt
-                        )
-                        key = t.rcode << 17 | qtype
-                        self.queries[key] = self.queries.get(key, 0) + 1
-                        if udp:
-                            if len(resp) <= limit:
-                                return resp
-                            self.truncated += 1
-                            return truncated_response(parse(data))  # type: ignore[arg-type]
-                        if len(resp) > MAX_TCP_MESSAGE:
-                            return error_response(parse(data), SERVFAIL)  # type: ignore[arg-type]
-                        return resp
         try:
             q = parse(data)
         except DnsFormError as exc:
