@@ -115,6 +115,15 @@ def deb_version(pkg: str) -> str:
 # --------------------------------------------------------------------------- machine
 
 
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo ("?" if unknown)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
 def machine_info(
     tools: Mapping[str, str] | None = None, versions: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -124,12 +133,7 @@ def machine_info(
         tools: name -> path of the tools the script found (recorded as "tools").
         versions: extra "name -> version text" entries (peers, load generators).
     """
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     try:
         import uvloop
 

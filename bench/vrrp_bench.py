@@ -50,6 +50,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from benchlib import cpu_model  # bench/benchlib.py
+
 from zonegate.lab.netns import cleanup, run_prefix
 from zonegate.lab.vrrplab import VrrpLab, VrrpSettings, keepalived_version
 
@@ -62,12 +64,7 @@ RECOVERY_TIMEOUT = 60.0  # seconds to wait for the VIP to answer again after a f
 
 def machine_info() -> dict[str, Any]:
     """Date, CPUs, kernel, Python and keepalived versions."""
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "nproc": os.cpu_count(),

@@ -68,6 +68,7 @@ from zonegate.lab.labplan import (
     partition_nft,
 )
 from zonegate.lab.load import admin_call
+from zonegate.lab.probe import read_events
 from zonegate.lab.report import bucket_samples
 from zonegate.topology.schema import SplitMap
 from zonegate.topology.types import HostPort
@@ -191,11 +192,7 @@ class ProbeRun:
         self.summary: dict[str, Any] = {}
 
     def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.out.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
+        return read_events(self.out)
 
     def current_node(self) -> tuple[str | None, float]:
         """The node answering now (None while failing) and since when (monotonic)."""

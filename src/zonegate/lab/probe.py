@@ -33,6 +33,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from zonegate.lab.outage import Sample, summarize
@@ -174,6 +175,15 @@ class Prober:
             }
         )
         return out
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines a prober has written to `path` so far (a torn last line is skipped)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

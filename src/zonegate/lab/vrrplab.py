@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zonegate.lab.netns import Netns, NetnsError, Switch
+from zonegate.lab.probe import read_events
 
 __all__ = [
     "KeepalivedNode",
@@ -299,11 +300,7 @@ class ProbeRun:
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON lines printed so far."""
-        out = []
-        for line in self.out.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
+        return read_events(self.out)
 
     def current_node(self) -> str | None:
         """The node that answered last (None while failing or before any answer)."""
