@@ -107,15 +107,16 @@ def test_run_check_problems() -> None:
     out, err = io.StringIO(), io.StringIO()
     assert run_check("examples/bad.yaml", out=out, err=err) == 1
     assert out.getvalue() == ""
-    assert err.getvalue().splitlines() == BAD_PROBLEMS
+    assert err.getvalue().splitlines() == [*BAD_PROBLEMS, "examples/bad.yaml: 16 errors"]
 
 
 def test_run_check_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_check("examples/nope.yaml") == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert (
-        captured.err == "examples/nope.yaml: cannot read topology file: No such file or directory\n"
+    assert captured.err == (
+        "examples/nope.yaml: cannot read topology file: No such file or directory\n"
+        "examples/nope.yaml: 1 error\n"
     )
 
 
@@ -130,11 +131,24 @@ def test_run_check_counts_singular(tmp_path: Path) -> None:
     assert out.getvalue() == f"{path}: OK — 1 zone, 1 pool (1 backend), 0 listeners, 0 split maps\n"
 
 
+def test_run_check_ends_with_a_count_line(tmp_path: Path) -> None:
+    # issue 12 item 28: the last line counts the errors (singular for one)
+    path = tmp_path / "one.yaml"
+    path.write_text("zones: {a: {}}\npools: {p: {zone: b, backends: []}}\n", encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_check(str(path), out=out, err=err) == 1
+    assert err.getvalue().splitlines() == [
+        f"{path}:2:32: pools.p.backends: must not be empty",
+        f"{path}: 1 error",
+    ]
+    assert out.getvalue() == ""
+
+
 def test_docs_show_the_real_check_output() -> None:
     doc = (ROOT / "docs/topology.md").read_text(encoding="utf-8").splitlines()
     start = doc.index("$ zonegate check examples/bad.yaml") + 1
     end = doc.index("$ echo $?", start)
-    assert doc[start:end] == BAD_PROBLEMS
+    assert doc[start:end] == [*BAD_PROBLEMS, "examples/bad.yaml: 16 errors"]
     ok = doc.index("$ zonegate check examples/two-zones.yaml") + 1
     assert doc[ok] == (
         "examples/two-zones.yaml: OK — 2 zones, 2 pools (6 backends), 2 listeners, 1 split map"

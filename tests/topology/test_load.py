@@ -267,6 +267,25 @@ def test_durations_need_units() -> None:
     ]
 
 
+def test_duration_with_a_blank_is_refused_at_its_line() -> None:
+    # issue 12 item 28: `interval: 1 s` used to load as 1s; the one written form is `1s`.
+    assert problems(
+        ZONES,
+        """\
+        pools:
+          web:
+            zone: cp
+            backends: [{address: 127.0.0.1:8101}]
+            health:
+              active:
+                interval: 1 s
+        """,
+    ) == [
+        "t.yaml:10:19: pools.web.health.active.interval: "
+        "invalid duration '1 s': no blanks in a duration, write '1s'",
+    ]
+
+
 def test_split_overlap_and_gap() -> None:
     assert problems(
         ZONES,

@@ -113,8 +113,8 @@ def run_check(path: str, *, out: TextIO | None = None, err: TextIO | None = None
     Args:
         path: The topology file.
         out: Where the success summary goes; default: sys.stdout at call time.
-        err: Where problems go, one per line as `file:line:col: path: message`;
-            default: sys.stderr at call time.
+        err: Where problems go, one per line as `file:line:col: path: message`,
+            then a count line (`file: 16 errors`); default: sys.stderr at call time.
 
     Returns:
         0 if the file is valid, 1 if it has problems or cannot be read.
@@ -133,6 +133,8 @@ def run_check(path: str, *, out: TextIO | None = None, err: TextIO | None = None
     except ConfigErrors as e:
         for problem in e.problems:
             print(problem, file=err)
+        # The last line says how many, like a compiler's: the list may scroll away.
+        print(f"{path}: {_count(len(e.problems), 'error')}", file=err)
         return 1
     found = config_warnings(path, topo)
     for warning in found:

@@ -16,7 +16,9 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer
 
-_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s|m|h)\s*")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(us|ms|s|m|h)")
+# The same with blanks around or inside it: refused with a hint at the one written form.
+_SPACED_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s|m|h)\s*")
 # (multiplier, divisor): dividing by an exact integer rounds once, so '250ms' is exactly
 # float('250') / 1000 and format_duration can round-trip every value it prints.
 _UNIT_SCALE = {"us": (1, 1_000_000), "ms": (1, 1000), "s": (1, 1), "m": (60, 1), "h": (3600, 1)}
@@ -25,7 +27,8 @@ _UNIT_SCALE = {"us": (1, 1_000_000), "ms": (1, 1000), "s": (1, 1), "m": (60, 1),
 def parse_duration(value: Any) -> float:
     """Parse '250ms', '3s', '1.5m', '2h', '100us' into float seconds.
 
-    Rejects bare numbers: a duration must say its unit.
+    Rejects bare numbers (a duration must say its unit) and blanks anywhere in the
+    text (`1 s`, ` 1s`): one written form, as every example and doc shows it.
     """
     if isinstance(value, float | int) and not isinstance(value, bool):
         if value == 0:
@@ -34,6 +37,11 @@ def parse_duration(value: Any) -> float:
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as '250ms' or '3s', got {value!r}")
     m = _DURATION.fullmatch(value)
+    if not m and (spaced := _SPACED_DURATION.fullmatch(value)):
+        number, unit = spaced.groups()
+        raise ValueError(
+            f"invalid duration {value!r}: no blanks in a duration, write '{number}{unit}'"
+        )
     if not m:
         raise ValueError(
             f"invalid duration {value!r}: expected a number and a unit (us, ms, s, m, h)"
