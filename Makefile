@@ -2,24 +2,29 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install install-demo install-test lint bench clean
 
-demo: install
+# `make demo` installs only what the demo needs; `make test` adds the test peers and
+# tools. scripts/bootstrap.sh says what each installs (README: "What gets installed").
+demo: install-demo
 	$(PY) -m zonegate demo
 
-test: install
+test: install-test
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(PY) -m pytest -q
 
-install:
-	@./scripts/bootstrap.sh
+install-demo:
+	@VENV=$(VENV) ./scripts/bootstrap.sh demo
 
-lint: install
+install-test install:
+	@VENV=$(VENV) ./scripts/bootstrap.sh test
+
+lint: install-test
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 
-bench: install
+bench: install-test
 	$(PY) bench/lb_bench.py
 
 clean:
