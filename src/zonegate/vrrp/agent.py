@@ -666,6 +666,7 @@ class Agent:
                 for k in ("split_brain", "yield", "reannounce", "handoff", "quorum")
             },
             "garp_sent": self.garp.sent if self.garp is not None else 0,
+            "garp_failed": self.garp.failed if self.garp is not None else 0,
             "track": self.tracker.status(),
             "quorum": None
             if self.inst.quorum is None

@@ -129,14 +129,25 @@ def garp_frame(mac: bytes, ip: IPv4Address) -> bytes:
 
 
 class GarpSender:
-    """Gratuitous ARP bursts on one interface; `sent` counts frames."""
+    """Gratuitous ARP bursts on one interface; `sent` counts frames, `failed` failures.
+
+    The AF_PACKET socket is send-only: bound to the interface with protocol 0, so the
+    kernel registers no receive hook for it. A socket bound to ETH_P_ARP would get a
+    copy of every ARP frame on the link (never read), and, worse, the kernel marks it
+    with a pending ENETDOWN when the interface goes down; that stale error is returned
+    by the next send, after the link is back up, so the first ARP of the next takeover
+    was lost (issue 12 item 16). Without a hook the kernel never marks the socket, so a
+    send fails only while the link is really down.
+    """
 
     def __init__(self, ifname: str, mac: bytes) -> None:
         self.ifname = ifname
         self.mac = mac
         self.sent = 0
-        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-        self._sock.bind((ifname, ETH_P_ARP))
+        self.failed = 0
+        # Protocol 0: send only (see the class docstring); frames carry their own type.
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        self._sock.bind((ifname, 0))
         self._sock.setblocking(False)
         self._bursts: set[asyncio.Task[None]] = set()
 
@@ -159,6 +170,7 @@ class GarpSender:
                 self._sock.send(garp_frame(self.mac, ip))
                 self.sent += 1
             except OSError as e:  # link down, queue full: the next burst retries
+                self.failed += 1
                 log.warning("gratuitous ARP for %s on %s failed: %s", ip, self.ifname, e)
 
     def cancel(self) -> None:
