@@ -57,3 +57,28 @@ def test_zones_no_gslb_name_answers_are_not_warned_about(tmp_path: Path) -> None
     path = tmp_path / "t.yaml"
     path.write_text(TOPOLOGY.replace("api: {preferred: [weight]}", "api: {zones: [z2]}"))
     assert config_warnings(str(path), load_topology(path)) == []
+
+
+def test_available_sessions_needs_lb_status_zones(tmp_path: Path) -> None:
+    """Issue 12 item 15: `available_sessions` ranks by the sessions an LB reports in
+    /status; a candidate with a tcp check would always look empty, so check refuses it
+    at the method's line."""
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        TOPOLOGY.replace("api: {preferred: [weight]}", "api: {preferred: [available_sessions]}")
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert run_check(str(path), out=out, err=err) == 1
+    (error,) = [line for line in err.getvalue().splitlines() if "needs the sessions" in line]
+    assert error.startswith(f"{path}:20:27:")  # at the method
+    assert 'dns.domains["example.test"].gslb.api.preferred[0]' in error
+    assert "zone z4 reports" in error
+    assert "zones.z4.health.type is tcp" in error
+    # Candidates that all report sessions: fine.
+    path.write_text(
+        TOPOLOGY.replace(
+            "api: {preferred: [weight]}",
+            "api: {zones: [z2, z3], preferred: [available_sessions, weight]}",
+        )
+    )
+    assert run_check(str(path), out=io.StringIO(), err=io.StringIO()) == 0

@@ -418,6 +418,129 @@ def test_capacity_dropping_every_zone_ends_in_the_healthy_zones() -> None:
     assert (d.zones, d.fallback) == (("cp",), False)
 
 
+def test_available_sessions_ranks_by_free_sessions() -> None:
+    """Issue 12 item 15: F5's available sessions, capacity - sessions, most first;
+    capacity configured beats the LB's figure; unknown capacity last; ties stable."""
+    zones = {
+        "cp": {"vips": ["10.0.1.1"], "capacity": 100},  # configured: beats the LB's 1000
+        "yq": {"vips": ["10.0.2.1"]},
+        "bj": {"vips": ["10.0.3.1"]},
+        "sh": {"vips": ["10.0.4.1"]},
+        "gz": {"vips": ["10.0.5.1"]},
+    }
+    record = {"preferred": ["available_sessions"], "answers": 5}
+    tab = table(record, zones=zones, regions={})
+    health = {
+        "cp": ZoneState(up=True, sessions=70, capacity=1000),  # 30 free
+        "yq": ZoneState(up=True, sessions=10, capacity=60),  # 50 free
+        "bj": ZoneState(up=True, sessions=5),  # unknown
+        "sh": ZoneState(up=True, sessions=0, capacity=30),  # 30 free: after cp (tie)
+        "gz": ZoneState(up=True, sessions=90, capacity=80),  # over: -10
+    }
+    d = run(tab, health=health)
+    assert d.steps[1].stage == "preferred:available_sessions"
+    assert d.zones == ("yq", "cp", "sh", "gz", "bj")
+    assert d.steps[1].why == (
+        "free sessions yq 50 (60-10), cp 30 (100-70), sh 30 (30-0), gz -10 (80-90), "
+        "bj capacity unknown: most first"
+    )
+    # A zone whose health state is missing is down: never ranked.
+    d = run(tab, health={**health, "yq": DOWN})
+    assert d.zones[0] == "cp"
+
+
+def test_available_sessions_follows_the_sessions_the_lbs_report() -> None:
+    """The answer moves as the sessions move (a plan is per zone state, so the DNS
+    server's planned path follows as `decide` does)."""
+    zones = {"cp": {"vips": ["10.0.1.1"]}, "yq": {"vips": ["10.0.2.1"]}}
+    tab = table({"preferred": ["available_sessions"]}, zones=zones, regions={})
+    for cp, yq, first in ((10, 50, "cp"), (90, 50, "yq"), (50, 50, "cp")):
+        health = {
+            "cp": ZoneState(up=True, sessions=cp, capacity=100),
+            "yq": ZoneState(up=True, sessions=yq, capacity=100),
+        }
+        assert run(tab, health=health).zones == (first,)
+        p = plan("api.example.test", "A", None, tab, health)
+        assert p is not None
+        assert p.fixed is not None  # deterministic: the whole answer is planned
+        assert p.fixed.zones == (first,)
+
+
+free_states = st.builds(
+    ZoneState,
+    up=st.booleans(),
+    sessions=st.integers(0, 200),
+    capacity=st.none() | st.integers(1, 150),
+)
+
+
+@settings(max_examples=300)
+@given(
+    states=st.lists(free_states, min_size=1, max_size=6),
+    configured=st.lists(st.none() | st.integers(1, 150), min_size=6, max_size=6),
+)
+def test_available_sessions_properties(
+    states: list[ZoneState], configured: list[int | None]
+) -> None:
+    """The first zone answered has the most free sessions of the healthy zones with a
+    known capacity; the order is by free sessions, ties in candidate order, unknown
+    capacity last; only healthy zones are answered."""
+    names = [f"z{i}" for i in range(len(states))]
+    zones: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        zones[name] = {"vips": [f"10.0.{i}.1"]}
+        if configured[i] is not None:
+            zones[name]["capacity"] = configured[i]
+    record = {"preferred": ["available_sessions"], "answers": 6}
+    tab = table(record, zones=zones, regions={})
+    health = dict(zip(names, states, strict=True))
+    d = run(tab, health=health)
+
+    def free(z: str) -> int | None:
+        cap = zones[z].get("capacity", health[z].capacity)
+        return None if cap is None else cap - health[z].sessions
+
+    healthy = [z for z in names if health[z].up]
+    if not healthy:
+        assert d.fallback
+        return
+    known = [z for z in healthy if free(z) is not None]
+    expected = sorted(known, key=lambda z: -free(z)) + [z for z in healthy if free(z) is None]
+    assert list(d.zones) == expected  # sorted() is stable: ties keep candidate order
+    if known:
+        assert free(d.zones[0]) == max(free(z) for z in known)
+    p = plan("api.example.test", "A", None, tab, health)
+    assert p is not None
+    o = decide_planned(p, SelectionState(), random.Random(0))
+    assert (o.addresses, o.zones, o.ttl) == (d.addresses, d.zones, d.ttl)
+
+
+def test_zone_verdict_says_each_fact_once() -> None:
+    """Issue 12 item 28: explain printed 'up: 3/3 backends healthy (up: 3/3 ...)'."""
+    tab = table({"preferred": ["all"]}, zones={"cp": {"vips": ["10.0.1.1"]}}, regions={})
+    cases = {
+        ZoneState(up=True, healthy=3, total=3, reason="up: 3/3 backends healthy"): (
+            "cp up: 3/3 backends healthy"
+        ),
+        ZoneState(up=True, healthy=1, total=3, reason="up: 1/3 backends healthy, below 50%"): (
+            "cp up: 1/3 backends healthy, below 50%"
+        ),
+        ZoneState(
+            up=False,
+            healthy=3,
+            total=3,
+            reason="up: 3/3 backends healthy; admin: drain, control version 7",
+        ): "cp down: 3/3 backends healthy (admin: drain, control version 7)",
+        ZoneState(up=True, reason="up: no health check"): "cp up: no health check",
+        ZoneState(up=False, reason="admin: disabled, control version 2"): (
+            "cp down: admin: disabled, control version 2"
+        ),
+    }
+    for state, verdict in cases.items():
+        d = run(tab, health={"cp": state})
+        assert d.steps[0].why == verdict
+
+
 def test_active_servers_keeps_the_zones_with_most_healthy_backends() -> None:
     zones = {z: {"vips": [f"10.0.{i}.1"]} for i, z in enumerate(["cp", "yq", "bj"], 1)}
     tab = table({"preferred": ["active_servers"], "answers": 3}, zones=zones, regions={})
@@ -640,7 +763,8 @@ ZONE_NAMES = ["z0", "z1", "z2", "z3"]
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[Topology, dict[str, ZoneState]]:
+def scenarios(draw: st.DrawFn, include: str | None = None) -> tuple[Topology, dict[str, ZoneState]]:
+    """A random topology and zone states; `include`: a method always in `preferred`."""
     n = draw(st.integers(1, 4))
     zones: dict[str, Any] = {}
     for i, name in enumerate(ZONE_NAMES[:n]):
@@ -668,6 +792,9 @@ def scenarios(draw: st.DrawFn) -> tuple[Topology, dict[str, ZoneState]]:
         "capacity_threshold": draw(st.floats(0, 1)),
         "ip_weights": {f"10.0.{i}.1": draw(st.integers(0, 3)) for i in range(n)},
     }
+    if include is not None:
+        at = draw(st.integers(0, len(record["preferred"])))
+        record["preferred"].insert(at, include)
     if with_vips and draw(st.booleans()):
         record["zones"] = draw(st.lists(st.sampled_from(with_vips), min_size=1, unique=True))
     regions = {
@@ -782,6 +909,33 @@ def test_planned_decisions_are_the_decisions(
     """decide_planned(plan(...)) answers what decide answers, draw for draw, and leaves
     the same round-robin / least-selected counters, query after query (the plans are
     reused across clients of one region, as the DNS server does)."""
+    _check_planned(scenario, clients_, qtype, seed)
+
+
+@settings(max_examples=200)
+@given(
+    scenario=scenarios(include="available_sessions"),
+    clients_=st.lists(clients, min_size=1, max_size=4),
+    qtype=st.sampled_from(["A", "AAAA"]),
+    seed=st.integers(),
+)
+def test_planned_decisions_with_available_sessions(
+    scenario: tuple[Topology, dict[str, ZoneState]],
+    clients_: list[ClientInfo],
+    qtype: str,
+    seed: int,
+) -> None:
+    """The same, with `available_sessions` always somewhere in `preferred` (issue 12
+    item 15: the new method runs in the planned fast path as in `decide`)."""
+    _check_planned(scenario, clients_, qtype, seed)
+
+
+def _check_planned(
+    scenario: tuple[Topology, dict[str, ZoneState]],
+    clients_: list[ClientInfo],
+    qtype: str,
+    seed: int,
+) -> None:
     t, health = scenario
     country = {"9.9.9.9": "US"}
     tab = compile_gslb(t, country_of=country.get)

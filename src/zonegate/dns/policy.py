@@ -571,6 +571,38 @@ def _capacity(zones: list[str], ctx: _Ctx) -> tuple[list[str], str]:
     return kept, why if kept else why + ": every zone is over the threshold, capacity fails"
 
 
+def _available_sessions(zones: list[str], ctx: _Ctx) -> tuple[list[str], str]:
+    """F5's "available sessions": the most free sessions (capacity - sessions) first.
+
+    Capacity is `zones.Z.capacity`, else what the zone's LB reports; a zone whose
+    capacity is unknown follows the ranked ones. Ties keep the order given (a stable
+    sort), so a method before this one breaks them. Never fails.
+    """
+    configured = ctx.entry.capacity
+    free: dict[str, int | None] = {}
+    parts: dict[str, str] = {}
+    for zone in zones:
+        st = ctx.health.get(zone)
+        sessions = st.sessions if st is not None else 0
+        cap = configured.get(zone)
+        if cap is None and st is not None:
+            cap = st.capacity
+        if cap is None:
+            free[zone] = None
+            parts[zone] = f"{zone} capacity unknown"
+        else:
+            free[zone] = cap - sessions
+            parts[zone] = f"{zone} {cap - sessions} ({cap}-{sessions})"
+    kept = sorted(zones, key=lambda z: _free_key(free[z]))
+    listed = ", ".join(parts[z] for z in kept)
+    return kept, f"free sessions {listed}: most first"
+
+
+def _free_key(free: int | None) -> tuple[bool, int]:
+    """Sort key of `_available_sessions`: known capacity first, then the most free."""
+    return (free is None, -(free or 0))
+
+
 def _active_servers(zones: list[str], ctx: _Ctx) -> tuple[list[str], str]:
     counts = {z: _healthy(ctx.health.get(z)) for z in zones}
     best = max(counts.values(), default=0)
@@ -647,6 +679,7 @@ _METHODS: dict[str, Method] = {
     "weight": _weight,
     "ip_weight": _ip_weight,
     "capacity": _capacity,
+    "available_sessions": _available_sessions,
     "active_servers": _active_servers,
     "rtt": _rtt,
     "admin": _admin,
@@ -677,13 +710,31 @@ def _run(
 
 
 def _zone_verdict(zone: str, st: ZoneState | None) -> str:
+    """'cp up: 3/3 backends healthy', each fact once.
+
+    The prober's reason starts with the state ('up: 3/3 backends healthy') and an
+    admin overlay appends its own ('...; admin: drain, control version 7'): the
+    state word is said once, and the backend count only when the reason lacks it.
+    """
     if st is None:
         return f"{zone} down: no health state yet"
-    text = f"{zone} {'up' if st.up else 'down'}"
+    details: list[str] = []
     if st.total:
-        text += f": {st.healthy}/{st.total} backends healthy"
-    if st.reason:
-        text += f" ({st.reason})"
+        details.append(f"{st.healthy}/{st.total} backends healthy")
+    for part in st.reason.split("; ") if st.reason else ():
+        for word in ("up: ", "down: "):
+            part = part.removeprefix(word)
+        if part in ("up", "down") or not part:
+            continue
+        if part.startswith(f"{st.healthy}/{st.total} backends healthy") and details:
+            details[0] = part  # the prober's own words, e.g. with ", below 50%"
+        elif part not in details:
+            details.append(part)
+    text = f"{zone} {'up' if st.up else 'down'}"
+    if details:
+        text += f": {details[0]}"
+    if len(details) > 1:
+        text += f" ({'; '.join(details[1:])})"
     if st.changing:
         text += ", changing"
     return text

@@ -240,6 +240,7 @@ GslbMethod = Literal[
     "weight",
     "ip_weight",
     "capacity",
+    "available_sessions",
     "active_servers",
     "rtt",
     "admin",

@@ -821,6 +821,25 @@ class _DnsChecker:
                 self.add(at, f"invalid address '{text}': expected an IPv4 or IPv6 address")
             elif str(ipaddress.ip_address(text)) not in vips:
                 self.add(at, f"address {text} is not a vip of this name's zones")
+        self.sessions_known(here, rec, candidates)
+
+    def sessions_known(self, here: Path, rec: GslbRecord, candidates: list[str]) -> None:
+        """`available_sessions` ranks by the sessions the zones' LBs report in /status:
+        a candidate probed otherwise (tcp, http) would always look empty."""
+        for key in ("preferred", "alternate"):
+            methods = getattr(rec, key)
+            if "available_sessions" not in methods or rec.cname is not None:
+                continue
+            at: Path = (*here, key, methods.index("available_sessions"))
+            for zone in candidates:
+                z = self.zones.get(zone)
+                if z is not None and z.health.type != "lb_status":
+                    self.add(
+                        at,
+                        f"available_sessions needs the sessions zone {zone} reports in its "
+                        f"LB's /status, but zones.{zone}.health.type is {z.health.type}: "
+                        "use lb_status, or another method",
+                    )
 
     def domain_names(self, key: str, origin: str, domain: DnsDomain) -> None:
         here: Path = ("dns", "domains", key)
