@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from rich.console import Console
 
 from zonegate.balance.shard import zone_for
 from zonegate.lab import demo
@@ -222,6 +223,176 @@ def test_evaluate_budget_times_and_checks():
     fine.checks.append(Check("advice", False, "x", required=False))
     evaluate(fine, [])
     assert fine.met
+
+
+# --- the live view and the summary at small sizes (issue 12 item 26) ----------------
+
+
+class _Proc:
+    """Stands in for a started process: only whether it runs is shown."""
+
+    def __init__(self, alive: bool) -> None:
+        self.alive = alive
+
+
+class _Load:
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+
+
+class _Client:
+    name = "zonegate.client SDK (40 devices, one AsyncTransport each)"
+    version = 3
+
+
+def _drill_mid_step(tmp_path: Path, width: int, height: int, backends: int = 3):
+    """A Drill of the example (or of `backends` per zone) in its kill-all step, with
+    errors, a drained and an ejected backend, recorded on a console of that size."""
+    topo = load_topology(EXAMPLE)
+    pools = dict(topo.pools)
+    for name, prefix in (("web-cp", "cp"), ("web-yq", "yq")):
+        first = pools[name].backends[0]
+        extra = [
+            first.model_copy(
+                update={
+                    "name": f"{prefix}-{i}",
+                    "address": HostPort("127.0.0.1", first.address.port + 10 + i),
+                }
+            )
+            for i in range(4, backends + 1)
+        ]
+        pools[name] = pools[name].model_copy(update={"backends": [*pools[name].backends, *extra]})
+    topo = topo.model_copy(update={"pools": pools})
+    layout = plan_layout(topo, EXAMPLE)
+    assert len(layout.backends) == 2 * backends
+    console = Console(width=width, height=height, record=True, force_terminal=True)
+    steps = demo.default_steps(layout.scenario, quick=True)
+    drill = demo.Drill(layout, steps, tmp_path, console)
+    drill.backends = {b.name: _Proc(b.name != "cp-3") for b in layout.backends}
+    drill.lbs = {lb.zone: _Proc(True) for lb in layout.lbs}
+    drill.services = {n: _Proc(True) for n in ("control", "dns", "httpdns")}
+    samples = []
+    for i in range(600):
+        zone = ("changping", "yanqing")[i % 2]
+        backend = [b.name for b in layout.backends if b.zone == zone][i % backends]
+        if i % 50 == 0:
+            samples.append(Sample(i / 300, zone, "", 0, 0.2, "connect_refused", home=zone))
+        else:
+            samples.append(Sample(i / 300, zone, backend, 200, 0.1234, "", home=zone))
+    drill.load = _Load(samples)
+    drill.router = _Client()
+    run = StepRun(steps[3], drill.now())
+    drill.runs, drill.current = [*(StepRun(s, 0.0) for s in steps[:3]), run], run
+    backend = {"health": "up", "admin": "enabled", "available": True}
+    drill.status["changping"] = {
+        "pools": {
+            "web-cp": {
+                "backends": [
+                    {**backend, "id": "cp-1"},
+                    {**backend, "id": "cp-2", "admin": "drain", "available": False},
+                    {**backend, "id": "cp-3", "health": "down", "ejected_for": 4.2},
+                ]
+            }
+        }
+    }
+    return drill, console
+
+
+def _shown(console: Console) -> list[str]:
+    return console.export_text().rstrip("\n").splitlines()
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (80, 16), (100, 30)])
+def test_live_view_fits_a_small_terminal(tmp_path, width, height):
+    drill, console = _drill_mid_step(tmp_path, width, height)
+
+    console.print(drill.render())
+
+    lines = _shown(console)
+    assert len(lines) <= height
+    assert all(len(line) <= width for line in lines)
+    assert not any("…" in line for line in lines), "\n".join(lines)
+    text = "\n".join(lines)
+    assert "changping" in text
+    assert "yanqing" in text
+    assert "connect_refused" in text  # errors move under the table, not dropped
+    assert "cp-3" in text
+
+
+def test_live_view_compact_layout_has_a_legend_and_every_column(tmp_path):
+    drill, console = _drill_mid_step(tmp_path, 80, 24)
+
+    console.print(drill.render())
+
+    lines = _shown(console)
+    header = next(line for line in lines if line.startswith("zone "))
+    assert header.split() == ["zone", "LB", "req/s", "dev/s", "reqs", "f/o", "failed", "p99", "1s"]
+    assert any(line.startswith("dev/s: ") for line in lines)  # the legend of the short names
+    assert any(line.startswith("cp-3 ") and "dead" in line for line in lines)
+
+
+def test_live_view_many_backends_falls_back_to_one_line_per_zone(tmp_path):
+    drill, console = _drill_mid_step(tmp_path, 80, 24, backends=8)
+
+    console.print(drill.render())
+
+    lines = _shown(console)
+    assert len(lines) <= 24
+    assert not any("…" in line for line in lines)
+    assert any(line.startswith("changping: cp-1 up") for line in lines)
+
+
+def test_live_view_keeps_the_full_layout_on_a_large_terminal(tmp_path):
+    drill, console = _drill_mid_step(tmp_path, 140, 40)
+
+    console.print(drill.render())
+
+    text = console.export_text()
+    assert "devices req/s" in text
+    assert "127.0.0.1:8080 up" in text
+    assert "…" not in text
+
+
+def _finished_runs() -> list[StepRun]:
+    layout = plan_layout(load_topology(EXAMPLE), EXAMPLE)
+    runs = []
+    for step in demo.default_steps(layout.scenario, quick=True):
+        run = StepRun(step, 0.0, end=3.0, fault=1.0, detect=1.34)
+        samples = [ok(0.01 * i) for i in range(1200)] + [bad(2.0) for _ in range(12)]
+        samples += [Sample(2.5, "a", "b1", 200, 1.2345, "")] * 20
+        evaluate(run, samples)
+        runs.append(run)
+    return runs
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_summary_table_fits_80_columns(width):
+    console = Console(width=width, record=True, force_terminal=True)
+
+    demo.print_summary(console, _finished_runs())
+
+    lines = _shown(console)
+    assert not any("…" in line for line in lines), "\n".join(lines)
+    header = next(line for line in lines if line.startswith("step "))
+    short = ["step", "reqs", "failed", "f/o", "p50", "p99", "detect", "recover", "met"]
+    assert header.split() == short
+    kill_all = next(line for line in lines if line.startswith("kill-all "))
+    assert "12 (12 after)" in kill_all
+    assert "1234ms" in kill_all  # the p99, short form
+    # the budgets, left out of the table, are under it
+    assert any("budget:  fail<=0 after det det<=6s rec<=6s" in line for line in lines)
+
+
+def test_summary_table_is_whole_on_a_wide_terminal():
+    console = Console(width=140, record=True, force_terminal=True)
+
+    demo.print_summary(console, _finished_runs())
+
+    text = console.export_text()
+    assert "…" not in text
+    assert "fail<=0 after det det<=6s rec<=6s" in text
+    assert "failovers" in text
+    assert "budget:" not in text
 
 
 # --- whole runs ---------------------------------------------------------------------

@@ -90,9 +90,11 @@ from typing import Any
 
 import httptools
 import httpx
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -1312,7 +1314,12 @@ class Drill(DrillBase):
         run = StepRun(step, self.now())
         self.current = run
         self.runs.append(run)
-        self.console.rule(f"step {i}/{len(self.steps)}  {step.name}: {step.title}", align="left")
+        heading = f"step {i}/{len(self.steps)}  {step.name}: {step.title}"
+        if len(heading) + 4 > self.console.width:  # a rule would cut the title to "…"
+            self.console.rule(f"step {i}/{len(self.steps)}  {step.name}", align="left")
+            self.console.print(escape(step.title))
+        else:
+            self.console.rule(heading, align="left")
         await step.action(self, run)
         end = max(run.start + step.duration, self.now() + step.settle)
         await asyncio.sleep(max(0.0, end - self.now()))
@@ -1331,8 +1338,26 @@ class Drill(DrillBase):
 
     # display
 
-    def render(self) -> Group:
-        """The live view: the step, traffic per zone, every process."""
+    def render(self, width: int | None = None, height: int | None = None) -> Group:
+        """The live view: the step, traffic per zone, every process.
+
+        It fits `width` x `height` (default: the console's size): the full layout when
+        it fits, else a compact one (short headers with a legend, errors under the
+        table, LB addresses left out), else one line of backends per zone. Never a
+        column cut to `fail…`, and never taller than the screen unless even the last
+        layout is (then rich crops the bottom).
+        """
+        size = self.console.size
+        width = width or size.width
+        height = height or size.height
+        view = Group()
+        for compact, per_zone in ((False, False), (True, False), (True, True)):
+            view = self._view(compact, per_zone)
+            if _fits(self.console, view, width, height):
+                break
+        return view
+
+    def _view(self, compact: bool, per_zone: bool) -> Group:
         run = self.current
         samples = self.load.samples[self._step_index :] if self.load else []
         now = self.now()
@@ -1345,78 +1370,155 @@ class Drill(DrillBase):
             head.append("starting")
         if self.router is not None:
             head.append(f"\nclient: {self.router.name}, control version {self.router.version}")
-        traffic = Table(title="traffic this step", title_justify="left", expand=False)
-        for col in (
-            "zone",
-            "LB",
-            "req/s",
-            "devices req/s",
-            "requests",
-            "failovers",
-            "failed",
-            "errors",
-            "p99 1s",
-        ):
-            traffic.add_column(col, justify="left" if col in ("zone", "LB", "errors") else "right")
+        parts: list[Any] = [head]
+        traffic = _table("traffic this step", compact)
+        columns = (
+            ("zone", "zone"),
+            ("LB", "LB"),
+            ("req/s", "req/s"),
+            ("devices req/s", "dev/s"),
+            ("requests", "reqs"),
+            ("failovers", "f/o"),
+            ("failed", "failed"),
+            ("errors", ""),
+            ("p99 1s", "p99 1s"),
+        )
+        for full, short in columns:
+            if compact and not short:
+                continue
+            just = "left" if full in ("zone", "LB", "errors") else "right"
+            traffic.add_column(short if compact else full, justify=just, no_wrap=compact)  # type: ignore[arg-type]
         per_backend: Counter[tuple[str, str]] = Counter()
         recent = [s for s in samples if s.t >= now - 1.0]
+        errors: list[str] = []
         for lb in self.layout.lbs:
             answered = [s for s in recent if s.zone == lb.zone and s.ok]
             devices = [s for s in recent if s.owner == lb.zone]
             mine = [s for s in samples if s.owner == lb.zone]
             bad = [s for s in mine if not s.ok]
-            kinds = Counter(s.error or f"http_{s.status}" for s in bad)
+            kinds = ", ".join(
+                f"{k} {v}"
+                for k, v in Counter(s.error or f"http_{s.status}" for s in bad).most_common(3)
+            )
             lat = sorted(s.latency for s in devices)
             p99 = percentile(lat, 99)
             alive = self.lbs[lb.zone].alive if lb.zone in self.lbs else False
-            traffic.add_row(
+            state = "up" if alive else "dead"
+            cells: list[Any] = [
                 lb.zone,
-                Text(f"{lb.bind} up", style="green")
-                if alive
-                else Text(f"{lb.bind} dead", style="red"),
+                Text(state if compact else f"{lb.bind} {state}", style="green" if alive else "red"),
                 str(len(answered)),
                 str(len(devices)),
                 str(len(mine)),
                 str(sum(1 for s in mine if s.failover)),
                 Text(str(len(bad)), style="red" if bad else "green"),
-                ", ".join(f"{k} {v}" for k, v in kinds.most_common(3)),
-                f"{p99 * 1000:.1f} ms" if p99 is not None else "-",
-            )
+            ]
+            if compact:
+                if kinds:
+                    errors.append(f"{lb.zone}: {kinds}")
+            else:
+                cells.append(kinds)
+            cells.append(f"{p99 * 1000:.1f} ms" if p99 is not None else "-")
+            traffic.add_row(*cells)
             for s in samples:
                 if s.ok and s.zone == lb.zone:
                     per_backend[(s.backend, lb.zone)] += 1
+        parts.append(traffic)
+        if compact:
+            parts.append(
+                Text(
+                    "dev/s: sent by the zone's devices; reqs: this step; f/o: client failovers",
+                    style="dim",
+                )
+            )
+            if errors:
+                parts.append(Text("errors  " + "; ".join(errors), style="red"))
         zone = self.layout.scenario.zone
-        backends = Table(title=f"answered by (health as {zone}'s LB sees it)", title_justify="left")
-        backends.add_column("backend")
-        backends.add_column("zone")
-        backends.add_column("process")
-        backends.add_column("health")
-        for lb in self.layout.lbs:
-            backends.add_column(f"via {lb.zone}", justify="right")
         status = self.status.get(zone)
         pools = {
             b.id: name
             for name in (self.layout.scenario.home, self.layout.scenario.backup)
             for b in self.layout.topo.pools[name].backends
         }
+        rows: list[tuple[str, str, bool, str]] = []
         for b in self.layout.backends:
             child = self.backends.get(b.name)
-            proc = Text("up", style="green") if child and child.alive else Text("dead", style="red")
             pool = pools.get(b.name)
             health = _describe(status, pool, b.name, reason=False) if pool and status else "-"
-            style = "green" if health.startswith("up") and "," not in health else "yellow"
-            backends.add_row(
-                b.name,
-                b.zone,
-                proc,
-                Text(health, style=style if health != "-" else ""),
-                *(str(per_backend[(b.name, lb.zone)]) for lb in self.layout.lbs),
+            rows.append((b.name, b.zone, bool(child and child.alive), health))
+        if per_zone:
+            parts.append(
+                Text(f"backends: health (answered), as {zone}'s LB sees it", style="italic")
             )
+            for z in dict.fromkeys(r[1] for r in rows):
+                line = Text(f"{z}: ")
+                for name, bz, up, health in rows:
+                    if bz != z:
+                        continue
+                    served = sum(per_backend[(name, lb.zone)] for lb in self.layout.lbs)
+                    ok = up and health in ("up", "-")
+                    line.append(f"{name} ", style="bold")
+                    what = health if up else "dead"
+                    line.append(f"{what} ({served})  ", style="green" if ok else "yellow")
+                parts.append(line)
+        else:
+            title = (
+                f"answered by (health as {zone}'s LB sees it)"
+                if not compact
+                else f"answered by, via each LB (health as {zone}'s LB sees it)"
+            )
+            backends = _table(title, compact)
+            backends.add_column("backend", no_wrap=compact)
+            backends.add_column("zone", no_wrap=compact)
+            backends.add_column("process", no_wrap=compact)
+            backends.add_column("health", no_wrap=compact)
+            for lb in self.layout.lbs:
+                backends.add_column(
+                    lb.zone if compact else f"via {lb.zone}", justify="right", no_wrap=compact
+                )
+            for name, bz, up, health in rows:
+                style = "green" if health.startswith("up") and "," not in health else "yellow"
+                backends.add_row(
+                    name,
+                    bz,
+                    Text("up", style="green") if up else Text("dead", style="red"),
+                    Text(health, style=style if health != "-" else ""),
+                    *(str(per_backend[(name, lb.zone)]) for lb in self.layout.lbs),
+                )
+            parts.append(backends)
         services = Text("services: ")
         for name, child in self.services.items():
             services.append(f"{name} ", style="bold")
             services.append("up  " if child.alive else "dead  ", "green" if child.alive else "red")
-        return Group(head, traffic, backends, services)
+        parts.append(services)
+        return Group(*parts)
+
+
+def _table(title: str, compact: bool) -> Table:
+    """A live-view table: boxed, or in the compact layout a rule under the header only."""
+    if not compact:
+        return Table(title=title, title_justify="left")
+    return Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
+
+
+def _fits(console: Console, view: Group, width: int, height: int) -> bool:
+    """Whether `view` shows at `width` x `height` with no table squeezed (a squeezed
+    column wraps or is cut to `fail…`) and no line below the screen."""
+    if any(
+        isinstance(part, Table) and _natural_width(console, part) > width
+        for part in view.renderables
+    ):
+        return False
+    options = console.options.update(width=width, height=None)
+    return len(console.render_lines(view, options, pad=False)) <= height
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    """How wide `table` is with no cell wrapped or cut."""
+    # Measured against a wide page: Measurement.get clamps to the options' max width.
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
 
 
 def sdk_router(drill: Drill) -> Router:
@@ -1459,59 +1561,88 @@ def _fmt_s(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}s"
 
 
-def _fmt_ms(x: float | None) -> str:
-    return "-" if x is None else f"{x * 1000:.1f} ms"
+def _fmt_ms(x: float | None, compact: bool = False) -> str:
+    if x is None:
+        return "-"
+    if compact:  # "85.6ms", "256ms": at most 6 characters below 10 s
+        return f"{x * 1000:.1f}ms" if x < 0.1 else f"{x * 1000:.0f}ms"
+    return f"{x * 1000:.1f} ms"
 
 
-def summary_table(runs: Sequence[StepRun]) -> Table:
-    """The end-of-demo table: one row per step."""
+def summary_table(runs: Sequence[StepRun], compact: bool = False) -> Table:
+    """The end-of-demo table: one row per step.
+
+    `compact` leaves out the budget column (`print_summary` then prints each step's
+    budget under the table) and uses short headers, for terminals under ~130 columns.
+    """
     table = Table(title="zonegate demo: what clients saw", title_justify="left")
-    for col, just in (
-        ("step", "left"),
-        ("requests", "right"),
-        ("failed", "right"),
-        ("failovers", "right"),
-        ("p50", "right"),
-        ("p99", "right"),
-        ("detect", "right"),
-        ("recover", "right"),
-        ("budget", "left"),
-        ("met", "left"),
+    if compact:
+        table.box = box.SIMPLE_HEAD
+        table.show_edge = False
+        table.pad_edge = False
+        table.collapse_padding = True
+    for col, short, just in (
+        ("step", "step", "left"),
+        ("requests", "reqs", "right"),
+        ("failed", "failed", "right"),
+        ("failovers", "f/o", "right"),
+        ("p50", "p50", "right"),
+        ("p99", "p99", "right"),
+        ("detect", "detect", "right"),
+        ("recover", "recover", "right"),
+        ("budget", "", "left"),
+        ("met", "met", "left"),
     ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+        if compact and not short:
+            continue
+        table.add_column(short if compact else col, justify=just, no_wrap=compact)  # type: ignore[arg-type]
     for run in runs:
         b = run.step.budget
         failed = str(run.failed)
         if b.failed_after_detect:
             failed += f" ({run.counted_failed} after)"
-        table.add_row(
+        cells: list[Any] = [
             run.step.name,
             str(run.requests),
             Text(failed, style="red" if run.counted_failed else ""),
             str(run.failovers),
-            _fmt_ms(run.p50),
-            _fmt_ms(run.p99),
+            _fmt_ms(run.p50, compact),
+            _fmt_ms(run.p99, compact),
             _fmt_s(run.detect_s),
             _fmt_s(run.recover_s),
             b.describe(),
             Text("yes", style="bold green") if run.met else Text("NO", style="bold red"),
-        )
+        ]
+        if compact:
+            del cells[8]  # the budget: printed under the table instead
+        table.add_row(*cells)
     return table
 
 
 def print_summary(console: Console, runs: Sequence[StepRun], title: str | None = None) -> None:
     """The summary table (titled `title`, else the demo's), then what each step's times
-    mean and its checks."""
+    mean and its checks.
+
+    When the full table is wider than the console, the compact one is printed and each
+    step's budget moves to the notes under it, so no column is cut to `fail…`.
+    """
     console.print()
     table = summary_table(runs)
+    compact = _natural_width(console, table) > console.options.max_width
+    if compact:
+        table = summary_table(runs, compact=True)
     if title is not None:
         table.title = title
     console.print(table)
+    if compact:
+        console.print(Text("f/o: client zone failovers; met: within the budget below", style="dim"))
     notes = Table.grid(padding=(0, 2))
-    notes.add_column(style="bold")
+    notes.add_column(style="bold", no_wrap=True)
     notes.add_column()
     for run in runs:
         lines = []
+        if compact:
+            lines.append(f"[dim]budget:[/dim]  {escape(run.step.budget.describe())}")
         if run.step.detect_means and run.detect_s is not None:
             lines.append(f"[dim]detect:[/dim]  {escape(run.step.detect_means)}")
         if run.step.recover_means and run.recover_s is not None:
