@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from tests.integration.lbharness import fast_health
-from tests.peers.processes import BackendProc, Proc, free_port
+from tests.peers.processes import BackendProc, Proc, free_port, retry_addr_in_use
 from zonegate.control.api import hash_token
 
 CONTROL_READY = r"zonegate control ready: (?P<url>http://\S+) version (?P<version>\d+)"
@@ -119,7 +119,6 @@ class World:
         return f"http://{DOMAIN}:{self.port}"
 
     def start(self) -> World:
-        self.port = port_free_on(VIPS["cp"], VIPS["yq"])
         self.backends = [
             BackendProc(name, zone).spawn()
             for name, zone in (("cp1", "cp"), ("cp2", "cp"), ("yq1", "yq"), ("yq2", "yq"))
@@ -128,6 +127,7 @@ class World:
             b.wait_ready()
         by_zone = {z: [b for b in self.backends if b.zone == z] for z in ("cp", "yq")}
         topo = self.tmp / "topology.yaml"
+        self.port = port_free_on(VIPS["cp"], VIPS["yq"])
         topo.write_text(json.dumps(topology(self.port, by_zone), indent=1))
         tokens = self.tmp / "tokens.yaml"
         tokens.write_text(
@@ -151,6 +151,18 @@ class World:
         assert self.httpdns.match is not None
         self.control_url = self.control.match["url"]
         self.httpdns_url = f"http://127.0.0.1:{self.httpdns.match['port']}"
+        retry_addr_in_use(lambda: self._start_lbs(topo, by_zone))
+        return self
+
+    def _start_lbs(self, topo: Path, by_zone: dict[str, list[BackendProc]]) -> None:
+        """Start both LBs; the listener and admin ports are picked again (and the
+        file rewritten) when one was taken before an LB bound it."""
+        if self.lbs:
+            for lb in self.lbs.values():
+                lb.kill()
+            self.port = port_free_on(VIPS["cp"], VIPS["yq"])
+            topo.write_text(json.dumps(topology(self.port, by_zone), indent=1))
+        py = sys.executable
         for z in ("cp", "yq"):
             self.lbs[z] = Proc(
                 [py, "-m", "zonegate", "lb", topo, "--zone", z,
@@ -160,7 +172,6 @@ class World:
             ).spawn()  # fmt: skip
         for lb in self.lbs.values():
             lb.wait_ready(20)
-        return self
 
     def cutover(self, to: str) -> int:
         """POST /v1/cutover/api.example.test; returns the new version."""

@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Self
 
+from tests.peers.processes import retry_addr_in_use
+
 ETCD = "etcd"
 MEMBERS = 3
 
@@ -56,7 +58,8 @@ def ensure_etcd() -> str | None:
 
 
 def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (held open together while picking)."""
+    """n distinct TCP ports on 127.0.0.1 that were free a moment ago (held open
+    together while picking); `EtcdCluster.start` picks again when one was taken."""
     socks = []
     try:
         for _ in range(n):
@@ -75,11 +78,15 @@ class EtcdCluster:
     def __init__(self, base_dir: str | os.PathLike[str], members: int = MEMBERS) -> None:
         self.base_dir = Path(base_dir)
         self.names = [f"m{i}" for i in range(members)]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * members
+        self._pick_ports()
+
+    def _pick_ports(self) -> None:
+        members = len(self.names)
         ports = free_ports(2 * members)
         self.client_ports = ports[:members]
         self.peer_ports = ports[members:]
         self.token = f"zonegate-test-{uuid.uuid4().hex[:8]}"
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * members
 
     @property
     def endpoints(self) -> list[str]:
@@ -138,10 +145,26 @@ class EtcdCluster:
             log.close()
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start every member and wait until each reports healthy."""
-        for i in range(len(self.names)):
-            self._spawn(i)
-        self.wait_healthy(range(len(self.names)), timeout)
+        """Start every member and wait until each reports healthy.
+
+        The ports must be in every member's command line before it starts; when one
+        was taken in the meantime, the whole cluster starts again on fresh ports.
+        """
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                self.stop()
+                for name in self.names:
+                    shutil.rmtree(self.base_dir / name, ignore_errors=True)
+                self._pick_ports()
+            for i in range(len(self.names)):
+                self._spawn(i)
+            self.wait_healthy(range(len(self.names)), timeout)
+
+        retry_addr_in_use(attempt)
 
     def wait_healthy(self, members: range | list[int], timeout: float = 30.0) -> None:
         """Wait until `GET /health` of each member says healthy (it has a leader)."""

@@ -9,7 +9,8 @@
         print(load.stop().summary())
 
 The topology is written as JSON (a subset of YAML 1.2) with free ports for the
-listener and the admin endpoint. `Lb.reload(topo)` rewrites the file and sends
+listener and the admin endpoint; when one was taken by the time the LB binds it,
+`start_lb` picks fresh ones and starts it again (`retry_addr_in_use`). `Lb.reload(topo)` rewrites the file and sends
 SIGHUP. `Load` is a bounded generator: threads with keep-alive `http.client`
 connections, stopped by a request count or a time limit (whichever comes first),
 counting successes, failures by kind, and the backend that served each request
@@ -34,7 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from tests.peers.processes import BackendProc, Proc, free_port, start_process
+from tests.peers.processes import (
+    BackendProc,
+    Proc,
+    free_port,
+    retry_addr_in_use,
+    start_process,
+)
 
 LB_READY = r"zonegate lb ready"
 DEFAULT_ZONE = "z1"
@@ -77,11 +84,19 @@ class Topo:
             "pools": {},
             "listeners": {},
         }
+        self.picked: set[str] = set()
+        """Listeners whose port `listener` picked (`repick_ports` may change it)."""
 
     def copy(self) -> Topo:
         t = Topo(())
         t.doc = copy.deepcopy(self.doc)
+        t.picked = set(self.picked)
         return t
+
+    def repick_ports(self) -> None:
+        """Give every listener whose port was picked here a fresh free port."""
+        for name in self.picked:
+            self.doc["listeners"][name]["bind"] = f"127.0.0.1:{free_port()}"
 
     def pool(
         self,
@@ -114,6 +129,10 @@ class Topo:
     ) -> Self:
         """Add an HTTP listener on a free port, routing everything to `pool` by default."""
         routes = routes if routes is not None else [{"pool": pool}]
+        if port is None:
+            self.picked.add(name)
+        else:
+            self.picked.discard(name)
         self.doc["listeners"][name] = {
             "zone": zone,
             "bind": f"127.0.0.1:{port or free_port()}",
@@ -301,27 +320,42 @@ def start_lb(
     timeout: float = 20.0,
     admin_port: int | None = None,
 ) -> Lb:
-    """Write `topo` to tmp_path and start `zonegate lb` on it; wait for its ready line."""
-    path = topo.write(tmp_path / "topology.yaml")
-    admin_port = admin_port or free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "zonegate",
-        "lb",
-        str(path),
-        "--zone",
-        zone,
-        "--admin",
-        f"127.0.0.1:{admin_port}",
-        "--workers",
-        str(workers),
-        *extra,
-    ]
-    # bug() raises under pytest, which in a server process would kill a task silently;
-    # log instead, and let Lb.__exit__ fail the test on what was logged.
-    proc = start_process(argv, LB_READY, timeout=timeout, env={"ZONEGATE_BUG_RAISE": "0"})
-    return Lb(proc, path, topo, zone, admin_port, listener)
+    """Write `topo` to tmp_path and start `zonegate lb` on it; wait for its ready line.
+
+    When a port picked by `Topo.listener` or here (the admin port, unless given) was
+    taken before the LB bound it, the ports are picked again, the file rewritten and
+    the LB started again.
+    """
+    path = tmp_path / "topology.yaml"
+    attempts = 0
+
+    def attempt() -> Lb:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:
+            topo.repick_ports()
+        topo.write(path)
+        admin = admin_port or free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "zonegate",
+            "lb",
+            str(path),
+            "--zone",
+            zone,
+            "--admin",
+            f"127.0.0.1:{admin}",
+            "--workers",
+            str(workers),
+            *extra,
+        ]
+        # bug() raises under pytest, which in a server process would kill a task silently;
+        # log instead, and let Lb.__exit__ fail the test on what was logged.
+        proc = start_process(argv, LB_READY, timeout=timeout, env={"ZONEGATE_BUG_RAISE": "0"})
+        return Lb(proc, path, topo, zone, admin, listener)
+
+    return retry_addr_in_use(attempt)
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")

@@ -25,15 +25,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, Self, TypeVar
 
 __all__ = [
     "BackendProc",
     "Proc",
     "ProcessError",
+    "addr_in_use",
     "free_port",
+    "retry_addr_in_use",
     "start_backend",
     "start_backends",
     "start_process",
@@ -44,6 +46,7 @@ DEFAULT_TIMEOUT = 10.0
 _POLL = 0.01
 _BACKEND_READY = r"listening on (?P<host>\S+):(?P<port>\d+)\s*$"
 
+_T = TypeVar("_T")
 _registry: dict[int, Proc] = {}
 _tmpdir: Path | None = None
 
@@ -69,11 +72,43 @@ def _cleanup() -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that was free a moment ago (bind port 0, close)."""
+    """Return a TCP port that was free a moment ago (bind port 0, close).
+
+    Another process may take it before a server binds it. Use it only for a port
+    nothing should listen on, or for a port a config file must name before the server
+    starts, and then start the server through `retry_addr_in_use`. A server that can
+    bind port 0 itself and report its port (a ready line) should do that instead.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+_ADDR_IN_USE = re.compile(r"address already in use|errno 98\b|eaddrinuse", re.IGNORECASE)
+
+
+def addr_in_use(text: str) -> bool:
+    """Whether a server's output (or an exception message) says its port was taken."""
+    return _ADDR_IN_USE.search(text) is not None
+
+
+def retry_addr_in_use(start: Callable[[], _T], *, attempts: int = 5) -> _T:
+    """Call `start()` again while it fails because a port it picked was taken.
+
+    For servers whose ports must be written down before they start (listeners in a
+    topology file, etcd's peer URLs): `start` picks fresh ports with `free_port` on
+    every call, starts the server and returns it (it cleans up after itself when it
+    fails). A `RuntimeError` (`ProcessError` included) whose message says "address
+    already in use" is retried, up to `attempts` calls; anything else propagates.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except RuntimeError as exc:
+            if attempt == attempts or not addr_in_use(str(exc)):
+                raise
+    raise AssertionError("unreachable")
 
 
 def wait_port(host: str, port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
