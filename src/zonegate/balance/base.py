@@ -9,7 +9,7 @@ live in `Loads`, which outlives pickers, so a rebuild forgets nothing.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -55,6 +55,20 @@ class Loads:
     def for_pool(cls, size: int) -> Loads:
         return cls([0] * size, [0.0] * size, [0.0] * size)
 
+    def carry_over(self, old: Loads, remap: Sequence[int]) -> None:
+        """Take the live load of the backends a reload kept.
+
+        Args:
+            old: the previous generation's loads.
+            remap: for each index of `old`, the backend's index here (-1: it left).
+        """
+        for i, j in enumerate(remap):
+            if j >= 0:
+                self.inflight[j] = old.inflight[i]
+                self.latency[j] = old.latency[i]
+                self._stamp[j] = old._stamp[i]
+        self.now = max(self.now, old.now)
+
     def start(self, index: int) -> None:
         self.inflight[index] += 1
 
@@ -76,6 +90,36 @@ class Loads:
             w = pow(2.718281828459045, -elapsed / EWMA_DECAY)
             self.latency[index] = old * w + latency * (1.0 - w)
         self._stamp[index] = now
+
+
+class ForwardedLoads(Loads):
+    """The loads of a pool generation a reload replaced: requests it still has in
+    flight start and end on the live generation (through `target()`), so in-flight
+    counts and latency stay right across a reload. Backends that left are dropped.
+
+    Args:
+        old: the replaced loads (kept readable for the old pickers, never updated).
+        target: returns the live generation's loads (itself forwarded after another
+            reload, so chains of reloads resolve).
+        remap: for each index of `old`, the backend's index in the target (-1: left).
+    """
+
+    __slots__ = ("_remap", "_target")
+
+    def __init__(self, old: Loads, target: Callable[[], Loads], remap: Sequence[int]) -> None:
+        super().__init__(old.inflight, old.latency, old._stamp, old.now)
+        self._target = target
+        self._remap = list(remap)
+
+    def start(self, index: int) -> None:
+        j = self._remap[index]
+        if j >= 0:
+            self._target().start(j)
+
+    def done(self, index: int, latency: float | None, now: float) -> None:
+        j = self._remap[index]
+        if j >= 0:
+            self._target().done(j, latency, now)
 
 
 @dataclass(slots=True)

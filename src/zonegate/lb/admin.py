@@ -128,11 +128,9 @@ class _Collector:
         )
         for name, pool in status["pools"].items():
             ps = pools_stats.get(name, {})
-            responses = ps.get("responses", [])
-            for i, b in enumerate(pool["backends"]):
-                row = responses[i] if i < len(responses) else [0] * 5
-                for cls, n in zip(STATUS_CLASSES, row, strict=True):
-                    requests.add_metric([name, b["id"], cls], n)
+            for b in pool["backends"]:
+                for cls in STATUS_CLASSES:
+                    requests.add_metric([name, b["id"], cls], b["responses"][cls])
                 inflight.add_metric([name, b["id"]], b["inflight"])
                 up.add_metric([name, b["id"]], 1 if b["available"] else 0)
                 health.add_metric([name, b["id"]], 1 if b["health"] == "up" else 0)

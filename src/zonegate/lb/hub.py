@@ -20,6 +20,7 @@ from zonegate.health.machine import AdminState, Ejected, EjectionBlocked, PoolHe
 from zonegate.health.probes import ActiveChecker
 from zonegate.lb.pools import PoolState
 from zonegate.lb.router import PoolPlan, plan_pool
+from zonegate.lb.stats import STATUS_CLASSES
 from zonegate.lb.worker import zone_pools
 from zonegate.topology.schema import Pool
 from zonegate.topology.snapshot import Snapshot
@@ -244,7 +245,9 @@ class HealthHub:
             pool = self.pools[name]
             st = self.states.get(name)
             ps = pools_stats.get(name, {})
-            inflight = ps.get("inflight") or [0] * len(pool.backends)
+            # Worker figures by backend id: a worker mid-reload may order them differently.
+            inflight = dict(zip(ps.get("ids", ()), ps.get("inflight", ()), strict=False))
+            responses = dict(zip(ps.get("ids", ()), ps.get("responses", ()), strict=False))
             backends = []
             for v in health.view(now):
                 b = pool.backends[v.index]
@@ -259,7 +262,10 @@ class HealthHub:
                         "effective_weight": st.weights[v.index] if st else 0.0,
                         "ejected_for": round(v.ejected_until - now, 3) if v.ejected_until else 0.0,
                         "reason": v.reason,
-                        "inflight": inflight[v.index] if v.index < len(inflight) else 0,
+                        "inflight": inflight.get(v.id, 0),
+                        "responses": dict(
+                            zip(STATUS_CLASSES, responses.get(v.id, [0] * 5), strict=True)
+                        ),
                     }
                 )
             out["pools"][name] = {
@@ -273,7 +279,7 @@ class HealthHub:
                 "panic": st.panic if st else False,
                 "plan": st.reason if st else "",
                 "capacity": pool.capacity,
-                "inflight": sum(inflight),
+                "inflight": sum(b["inflight"] for b in backends),
                 "responses": ps.get("latency_count", 0),
                 "backends": backends,
             }

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from zonegate.balance import make_picker
-from zonegate.balance.base import Candidate, Loads, PickContext, Picker
+from zonegate.balance.base import Candidate, ForwardedLoads, Loads, PickContext, Picker
 from zonegate.lb.http1 import RequestHead
-from zonegate.lb.stats import PoolStats
+from zonegate.lb.stats import ForwardedStats, PoolStats
 from zonegate.topology.schema import Pool
 
 
@@ -35,6 +35,7 @@ class PoolRuntime:
     """One pool in one worker."""
 
     __slots__ = (
+        "_busy",
         "backends",
         "backup",
         "capacity",
@@ -42,7 +43,6 @@ class PoolRuntime:
         "fail_streak",
         "hash_key",
         "ids",
-        "inflight",
         "loads",
         "name",
         "picker",
@@ -66,18 +66,41 @@ class PoolRuntime:
         self.loads = Loads.for_pool(n)
         self.stats = PoolStats(n)
         self.fail_streak = [0] * n
-        self.inflight = 0
+        self._busy = [0]
         if previous is not None:
-            # Keep the live load of backends that stay, so least_conn and bounded-load
-            # hashing don't see a reloaded pool as idle.
-            old = {bid: i for i, bid in enumerate(previous.ids)}
-            for i, bid in enumerate(self.ids):
-                j = old.get(bid)
-                if j is not None:
-                    self.loads.latency[i] = previous.loads.latency[j]
+            self._carry_over(previous)
         initial = tuple(float(b.weight) if b.state == "enabled" else 0.0 for b in self.backends)
         self.state = PoolState(initial)
         self.picker: Picker = self._build_picker()
+
+    @property
+    def inflight(self) -> int:
+        """Requests (or TCP connections) in flight in this pool, every generation."""
+        return self._busy[0]
+
+    @inflight.setter
+    def inflight(self, value: int) -> None:
+        self._busy[0] = value
+
+    def _carry_over(self, previous: PoolRuntime) -> None:
+        """Continue `previous`, the generation of this pool a reload replaces.
+
+        Counters, in-flight counts and latency carry over for every backend (by id)
+        that stays, so Prometheus counters stay monotonic and least_conn or
+        bounded-load hashing do not see busy backends as idle. Requests still in
+        flight on `previous` end (and count) on this generation: its loads and stats
+        forward here from now on.
+        """
+        where = {bid: i for i, bid in enumerate(self.ids)}
+        remap = [where.get(bid, -1) for bid in previous.ids]
+        self.loads.carry_over(previous.loads, remap)
+        self.stats.carry_over(previous.stats, remap)
+        for i, j in enumerate(remap):
+            if j >= 0:
+                self.fail_streak[j] = previous.fail_streak[i]
+        self._busy = previous._busy
+        previous.loads = ForwardedLoads(previous.loads, lambda: self.loads, remap)
+        previous.stats = ForwardedStats(previous.stats, lambda: self.stats, remap)
 
     def _build_picker(self) -> Picker:
         ids = self.ids

@@ -400,13 +400,7 @@ def merge_worker_stats(snaps: list[dict[str, Any]]) -> dict[str, Any]:
     names = {n for s in snaps for n in s.get("pools", {})}
     for name in names:
         parts = [s["pools"][name] for s in snaps if name in s.get("pools", {})]
-        merged = merge_snapshots(parts)
-        size = len(parts[0]["inflight"])
-        merged["ids"] = parts[0]["ids"]
-        merged["inflight"] = [
-            sum(p["inflight"][i] for p in parts if len(p["inflight"]) == size) for i in range(size)
-        ]
-        out["pools"][name] = merged
+        out["pools"][name] = merge_snapshots(parts)
     for s in snaps:
         out["connections"] += s.get("connections", 0)
         for k, v in s.get("client_errors", {}).items():
