@@ -234,6 +234,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _vrrp_status_parser() -> argparse.ArgumentParser:
+    """`zonegate vrrp status`: its own parser, so that --help describes it, not the agent."""
+    p = argparse.ArgumentParser(
+        prog="zonegate vrrp status",
+        description="Print the state of a running `zonegate vrrp` agent, read from its admin "
+        "endpoint (GET /status): state, priorities, VRID, interface, master, VIPs, "
+        "transitions, adverts and drops. Exit status 0 when it answered, 1 when not. "
+        "Reference: docs/vrrp.md.",
+    )
+    p.add_argument(
+        "--admin",
+        type=_hostport,
+        default=None,
+        metavar="HOST:PORT",
+        help="the agent's admin endpoint (its instance's `admin`)",
+    )
+    return p
+
+
+def _vrrp_status(argv: list[str]) -> int:
+    parser = _vrrp_status_parser()
+    args = parser.parse_args(argv)
+    if args.admin is None:
+        parser.print_usage(sys.stderr)
+        print("zonegate vrrp status: --admin HOST:PORT is required", file=sys.stderr)
+        return 2
+    from zonegate.vrrp.agent import run_status
+
+    return run_status(args.admin)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ctl"]:
@@ -241,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         from zonegate.control.ctl import run_ctl
 
         return run_ctl(argv[1:])
+    if argv[:2] == ["vrrp", "status"]:
+        return _vrrp_status(argv[2:])
     args = build_parser().parse_args(argv)
     if args.command == "check":
         from zonegate.topology.check import run_check

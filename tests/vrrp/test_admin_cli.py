@@ -134,3 +134,21 @@ def test_cli_status_unreachable(capsys):
 
     assert main(["vrrp", "status", "--admin", f"127.0.0.1:{free_port()}"]) == 1
     assert "zonegate vrrp status" in capsys.readouterr().err
+
+
+def test_cli_status_help_is_the_status_commands(capsys):
+    """Issue 12 item 28: `vrrp status --help` described the agent (FILE, --instance)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["vrrp", "status", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: zonegate vrrp status")
+    assert "--admin" in out
+    assert "--instance" not in out
+
+
+def test_cli_status_bad_admin_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["vrrp", "status", "--admin", "nowhere"])
+    assert exc.value.code == 2
+    assert "zonegate vrrp status: error: argument --admin" in capsys.readouterr().err
