@@ -5,19 +5,24 @@ losing a member."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from tests.control.etcd_cluster import EtcdCluster, free_ports
+from tests.control.etcd_peers import holding_member, slow_proxy
 from tests.control.test_store import fill
-from tests.control.topo import step
+from tests.control.topo import first, step
 from zonegate.control.etcd import EtcdStore, parse_etcd_url
 from zonegate.control.server import StoreUrlError, open_store
 from zonegate.errors import StoreUnavailable, VersionConflict
+
+T = TypeVar("T")
 
 PROPAGATION: list[float] = []
 """Measured seconds from an append on one instance to wait_for waking on the other."""
@@ -89,6 +94,48 @@ async def test_no_member_answering_is_unavailable() -> None:
         with pytest.raises(StoreUnavailable, match="no endpoint answered"):
             await store.latest()
         assert time.monotonic() - started < 1.5
+
+
+async def test_a_member_that_holds_requests_costs_one_attempt_not_the_deadline(
+    cluster: EtcdCluster, prefix: str
+) -> None:
+    """Issue 12 item 18: a member that takes a write and never answers (a follower
+    during an election) used to get the whole 2 s deadline, then 503. Each attempt now
+    has its own short timeout and the next member is tried within the deadline."""
+    acked = [first()]
+
+    async def through_holder(op: Callable[[EtcdStore], Awaitable[T]]) -> T:
+        # a fresh store starts at its first endpoint: the holding member
+        async with EtcdStore([holder, *cluster.endpoints], prefix=prefix) as store:
+            return await op(store)
+
+    async with holding_member() as holder:
+        await through_holder(lambda s: s.append(*acked[0], expected_version=0))
+        for i in range(3):
+            state, audit = step(acked[-1][0], who=f"held-{i}")
+            await through_holder(lambda s: s.append(state, audit, expected_version=i + 1))  # noqa: B023
+            acked.append((state, audit))
+        assert await through_holder(lambda s: s.history()) == [a for _, a in acked]
+        assert await through_holder(lambda s: s.latest()) == acked[-1][0]
+
+
+async def test_a_slow_cluster_gets_longer_attempts(cluster: EtcdCluster, prefix: str) -> None:
+    """Every member answers after 0.35 s, beyond the first attempt timeout: the store
+    doubles the attempt timeout after a round of timeouts instead of failing, and an
+    append whose timed-out attempt was applied is recognised as ours (not a conflict)."""
+    async with contextlib.AsyncExitStack() as stack:
+        slow = [await stack.enter_async_context(slow_proxy(e, 0.35)) for e in cluster.endpoints]
+        store = EtcdStore(slow, prefix=prefix, timeout=3, attempt_timeout=0.2, poll_interval=30)
+        stack.push_async_callback(store.close)
+        acked = await fill(store, 3)
+        assert await store.history() == [a for _, a in acked]
+        assert await store.latest() == acked[-1][0]
+
+
+def test_attempt_timeout_must_fit_the_deadline() -> None:
+    for bad in (0, -1, 3):
+        with pytest.raises(ValueError, match="attempt_timeout"):
+            EtcdStore(["127.0.0.1:1"], timeout=2, attempt_timeout=bad)
 
 
 # --- two control planes -------------------------------------------------------------

@@ -19,11 +19,21 @@ members. The history is append-only by convention (nothing here deletes or rewri
 a key; etcd itself does not enforce it).
 
 Failover: requests go to the endpoint that answered last; on a connection error,
-timeout or an "unavailable" answer (no leader, leader changed) the next endpoint is
-tried, round after round, until `timeout` seconds have passed, then
-`StoreUnavailable`. A retried append whose first attempt may have been applied (the
-answer was lost) is recognised: if the conflict shows our own bytes at version N,
-the append succeeded.
+an "unavailable" answer (no leader, leader changed) or no answer within the attempt
+timeout, the next endpoint is tried, round after round, until `timeout` seconds have
+passed, then `StoreUnavailable`. The attempt timeout (`attempt_timeout`, 0.25 s) is
+short because a member that lost its leader holds a write without answering (it
+forwarded the proposal to the dead leader) for etcd's own request timeout, about
+5 s: one attempt must not spend the whole deadline there while another member, or
+the same one after the election, would answer. It doubles after a round in which
+every member took the request and none answered in time, so a cluster that is
+merely slow still gets the time it needs (a round with a member that refused the
+connection or answered "unavailable" is an election, not a slow cluster).
+
+A retried append whose earlier attempt may have been applied (its answer was lost
+or never came) is recognised: if the conflict shows our own bytes at version N, the
+append succeeded. The transaction compares `latest` first, so of several attempts
+of one append at most one is ever applied.
 
 Long-poll: while anyone waits in `wait_for`, one watcher task per store streams
 `/v3/watch` on the `latest` key from the revision it last read, and wakes every
@@ -101,9 +111,11 @@ def normalize_endpoint(endpoint: str) -> str:
 class _Retry(Exception):
     """One endpoint failed in a way another endpoint may not (internal)."""
 
-    def __init__(self, message: str, *, ambiguous: bool) -> None:
+    def __init__(self, message: str, *, ambiguous: bool, timed_out: bool = False) -> None:
         super().__init__(message)
         self.ambiguous = ambiguous
+        self.timed_out = timed_out
+        """The member took the request and did not answer within the attempt timeout."""
 
 
 class EtcdStore(VersionSignal):
@@ -114,6 +126,9 @@ class EtcdStore(VersionSignal):
         prefix: Key prefix of this control plane's data.
         timeout: Seconds one operation may take at most, across every endpoint and
             retry, before `StoreUnavailable`.
+        attempt_timeout: Seconds one attempt on one member may take in the first
+            round before the next member is tried (doubled after each round in
+            which every member timed out; never beyond what is left of `timeout`).
         poll_interval: Seconds between fallback reads of `latest` while waiting in
             `wait_for` (the watch normally wakes waiters much sooner).
     """
@@ -124,15 +139,19 @@ class EtcdStore(VersionSignal):
         *,
         prefix: str = DEFAULT_PREFIX,
         timeout: float = 2.0,
+        attempt_timeout: float = 0.25,
         poll_interval: float = 1.0,
     ) -> None:
         if not endpoints:
             raise ValueError("EtcdStore needs at least one endpoint")
+        if not 0 < attempt_timeout <= timeout:
+            raise ValueError("EtcdStore needs 0 < attempt_timeout <= timeout")
         if not prefix:
             raise ValueError("EtcdStore needs a non-empty key prefix")
         self.endpoints = [normalize_endpoint(e) for e in endpoints]
         self.prefix = prefix
         self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
         self.poll_interval = poll_interval
         self._latest_key = f"{prefix}latest".encode()
         self._versions = f"{prefix}versions/".encode()
@@ -280,7 +299,8 @@ class EtcdStore(VersionSignal):
         return version, int(answer.get("header", {}).get("revision", 0))
 
     async def _call(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """POST to the first endpoint that answers; retry others until `timeout`.
+        """POST to the first endpoint that answers within the attempt timeout; retry
+        the others, round after round, until `timeout` (see the module docstring).
 
         Returns:
             The JSON answer, and whether an earlier attempt may have been applied.
@@ -290,16 +310,20 @@ class EtcdStore(VersionSignal):
         errors: list[str] = []
         ambiguous = False
         backoff = 0.02
+        attempt = self.attempt_timeout
         while True:
+            slow = True  # every member of this round took the request, none answered
             for _ in range(len(self.endpoints)):
                 endpoint = self.endpoints[self._current]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
-                    return await self._post(endpoint, path, body, remaining), ambiguous
+                    answer = await self._post(endpoint, path, body, min(attempt, remaining))
+                    return answer, ambiguous
                 except _Retry as exc:
                     ambiguous = ambiguous or exc.ambiguous
+                    slow = slow and exc.timed_out
                     errors.append(f"{endpoint}: {exc}")
                     self._current = (self._current + 1) % len(self.endpoints)
                 self._check_open()
@@ -310,6 +334,8 @@ class EtcdStore(VersionSignal):
                 )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.2)
+            if slow:
+                attempt *= 2
 
     async def _post(
         self, endpoint: str, path: str, body: dict[str, Any], budget: float
@@ -318,6 +344,10 @@ class EtcdStore(VersionSignal):
             resp = await self._client.post(endpoint + path, json=body, timeout=budget)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _Retry(f"cannot connect: {exc!r}", ambiguous=False) from exc
+        except httpx.TimeoutException as exc:  # sent, maybe applied, no answer in time
+            raise _Retry(
+                f"no answer within {budget:.2g} s", ambiguous=True, timed_out=True
+            ) from exc
         except httpx.TransportError as exc:  # sent, maybe applied, no answer
             raise _Retry(f"no answer: {exc!r}", ambiguous=True) from exc
         try:
