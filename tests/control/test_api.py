@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -242,6 +243,44 @@ async def test_real_writes_need_a_reason(client: httpx.AsyncClient) -> None:
     assert r.status_code == 422
     r = await client.post("/v1/zones/shanghai/drain", headers={**OP, "X-Reason": "maint"})
     assert r.status_code == 200
+
+
+async def test_docs_write_table_names_the_reason(store: MemoryStore) -> None:
+    """Issue 12 item 20: every write route of the API is in docs/control.md's endpoint
+    table with its reason, and the text says both ways to give it."""
+    doc = (Path(__file__).parents[2] / "docs" / "control.md").read_text()
+    table = doc[doc.index("## Endpoints") : doc.index("### Long-poll")]
+    assert "`?reason=WHY`" in table
+    assert "`X-Reason: WHY`" in table
+    rows = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    app = create_app(TOPO, store, TOKENS)
+    writes = [
+        (method, route.path)  # type: ignore[attr-defined]
+        for route in app.routes
+        for method in getattr(route, "methods", set()) or set()
+        if method in {"POST", "PUT", "DELETE", "PATCH"}
+    ]
+    assert writes
+    for method, path in writes:
+        wanted = f"{method} {path}"
+        found = [r for r in rows if _same_route(r.partition("?")[0], wanted)]
+        assert found, f"{wanted} is not in the docs/control.md endpoint table"
+        assert all(r.endswith("?reason=WHY") for r in found), found
+
+
+def _same_route(doc_row: str, route: str) -> bool:
+    """`POST /v1/zones/{zone}/{enable,drain,disable}` covers `POST /v1/zones/{zone}/drain`
+    and `POST /v1/zones/{zone}/{action}`."""
+    a, b = doc_row.split("/"), route.split("/")
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if x == y or (x.startswith("{") and y.startswith("{")):
+            continue
+        if x.startswith("{") and y in x.strip("{}").split(","):
+            continue
+        return False
+    return True
 
 
 async def test_split(client: httpx.AsyncClient) -> None:
