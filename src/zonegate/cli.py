@@ -181,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vr.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
+    be = sub.add_parser(
+        "backends",
+        help="start demo HTTP backends on the addresses a topology's pools name",
+        description="Start one demo backend (zonegate.lab.backend: GET / answers `hello from "
+        "NAME`, /healthz answers ok) on every backend address of the file's pools, of zone Z "
+        "only with --zone, so the file's LBs have something to serve. Runs until Ctrl-C or "
+        "SIGTERM. For trying a topology out; replace them with your services.",
+    )
+    be.add_argument("file", help="topology file")
+    be.add_argument("--zone", default=None, help="only the pools of this zone (default: all)")
+
     d = sub.add_parser(
         "demo",
         help="run the example topology on loopback with demo backends and break it",
@@ -279,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         from zonegate.topology.check import run_check
 
         return run_check(args.file)
+    if args.command == "backends":
+        from zonegate.lab.backend import run_backends
+
+        return run_backends(args.file, args.zone)
     if args.command == "lb":
         from zonegate.lb.server import LbOptions, run_lb, setup_logging
 

@@ -36,7 +36,9 @@ import asyncio
 import contextlib
 import functools
 import http
+import ipaddress
 import json
+import os
 import signal
 import socket
 import struct
@@ -44,19 +46,26 @@ import sys
 import zlib
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import httptools
 import uvloop
 
+if TYPE_CHECKING:
+    from zonegate.topology.schema import Topology
+
 __all__ = [
     "PATTERN_BLOCK",
     "Backend",
+    "BackendSpec",
     "BackendState",
+    "backends_of",
     "iter_pattern",
     "main",
     "pattern_crc32",
+    "run_backends",
     "serve",
     "start_server",
 ]
@@ -743,6 +752,100 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot listen on {host}:{port}: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+# --- `zonegate backends FILE [--zone Z]`: the demo backends a topology names ----------
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """One demo backend to start: its X-Backend name, X-Zone and listen address."""
+
+    name: str
+    zone: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def backends_of(topo: Topology, zone: str | None = None) -> list[BackendSpec]:
+    """Every backend address of the topology's pools (of `zone` only, if given).
+
+    In file order; an address named by several pools is started once, under its
+    first name. Raises `ValueError` for an unknown zone, a zone without backends, or
+    a backend given by host name (a demo backend listens on an IP address).
+    """
+    if zone is not None and zone not in topo.zones:
+        raise ValueError(f"no zone {zone!r} (zones: {', '.join(topo.zones)})")
+    specs: dict[tuple[str, int], BackendSpec] = {}
+    for pool_name, pool in topo.pools.items():
+        if zone is not None and pool.zone != zone:
+            continue
+        for b in pool.backends:
+            host, port = b.address.host, b.address.port
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(
+                    f"pools.{pool_name}: backend {b.id} is at {b.address}, a host name; "
+                    "demo backends listen on IP addresses only"
+                ) from None
+            specs.setdefault((host, port), BackendSpec(b.id, pool.zone, host, port))
+    if not specs:
+        where = f"zone {zone!r}" if zone is not None else "the topology"
+        raise ValueError(f"{where} has no pool backends")
+    return list(specs.values())
+
+
+async def _serve_all(specs: Sequence[BackendSpec]) -> int:
+    started: list[Backend] = []
+    try:
+        for spec in specs:
+            try:
+                started.append(await start_server(spec.host, spec.port, spec.name, spec.zone))
+            except OSError as exc:
+                print(
+                    f"zonegate backends: cannot listen on {spec.address} ({spec.name}): "
+                    f"{os.strerror(exc.errno).lower() if exc.errno else exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+        listing = ", ".join(f"{s.name}={b.address}" for s, b in zip(specs, started, strict=True))
+        print(f"zonegate backends ready: {len(started)} backends: {listing}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        return 0
+    finally:
+        for backend in started:
+            await backend.close()
+
+
+def run_backends(path: str, zone: str | None = None) -> int:
+    """Run the demo backends that `path`'s pools name (of `zone`) until SIGTERM/SIGINT.
+
+    Prints one ready line naming every backend, or one error line and returns 1 when
+    the file is invalid or an address cannot be bound.
+    """
+    from zonegate.errors import ConfigErrors
+    from zonegate.topology.load import load_topology
+
+    try:
+        specs = backends_of(load_topology(path), zone)
+    except ConfigErrors as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"zonegate backends: {path}: {exc}", file=sys.stderr)
+        return 1
+    return uvloop.run(_serve_all(specs))
 
 
 if __name__ == "__main__":
