@@ -108,10 +108,22 @@ def test_non_opt_additional_records_are_skipped():
     assert q.edns == 0
 
 
-def test_opcode_other_than_query_is_a_query_without_question():
+def test_opcode_other_than_query_keeps_what_notimp_echoes():
+    """Issue 12 item 11: the question and the OPT of another opcode are read (NOTIMP
+    echoes the question and carries an OPT, RFC 6891 §7); anything broken is skipped."""
     q = parse(header(flags=2 << 11) + QUESTION)
     assert q.opcode == 2
-    assert q.question == b""
+    assert q.question == QUESTION
+    assert q.edns == codec.NO_EDNS
+    # An UPDATE: zone, prerequisite and update records, then the OPT.
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 254, 0, 0)
+    q = parse(header(flags=5 << 11, an=1, ns=1, ar=1) + QUESTION + rr + rr + OPT)
+    assert (q.opcode, q.question, q.edns) == (5, QUESTION, 0)
+    # No question, or one that does not parse: nothing echoed; OPT only when well formed.
+    assert parse(header(qd=0, ar=1, flags=4 << 11) + OPT).edns == 0
+    broken = parse(header(flags=4 << 11, ar=1) + b"\x03www\xc0\x0c\x00\x01")
+    assert (broken.question, broken.edns) == (b"", codec.NO_EDNS)
+    assert parse(header(flags=4 << 11, ar=2) + QUESTION + OPT + OPT).edns == codec.NO_EDNS
 
 
 @pytest.mark.parametrize(
@@ -189,6 +201,42 @@ def test_formerr(data):
     assert resp.flags & dns.flags.QR
     assert resp.flags & dns.flags.RD  # copied
     assert not resp.flags & dns.flags.AA
+    assert resp.edns == -1  # without the query: no OPT
+
+
+FORMERR_WITH_OPT = {
+    "two-questions": header(qd=2, ar=1) + QUESTION + QUESTION + OPT,
+    "answer-record": header(an=1, ar=1)
+    + QUESTION
+    + b"\xc0\x0c"
+    + struct.pack("!HHIH", 1, 1, 0, 4)
+    + bytes(4)
+    + OPT,
+    "ecs-scope-set": FORMERRS["ecs-scope-set"],
+    "trailing": header(ar=1) + QUESTION + OPT + b"\x00",
+}
+
+
+@pytest.mark.parametrize("data", list(FORMERR_WITH_OPT.values()), ids=list(FORMERR_WITH_OPT))
+def test_formerr_carries_an_opt_when_the_query_had_a_good_one(data):
+    """Issue 12 item 11 (RFC 6891 §7): a FORMERR to a query with a well-formed OPT
+    carries one; without it the resolver concludes that we lack EDNS."""
+    with pytest.raises(DnsFormError) as info:
+        parse(data)
+    resp = dns.message.from_wire(codec.formerr_response(info.value, data))
+    assert resp.rcode() == dns.rcode.FORMERR
+    assert resp.edns == 0
+    assert resp.payload == codec.EDNS_UDP_SIZE
+    assert resp.question == []
+
+
+@pytest.mark.parametrize("name", ["two-opts", "opt-not-root", "truncated-rr"])
+def test_formerr_without_a_trustworthy_opt_has_none(name):
+    data = FORMERRS.get(name, header(ar=1) + QUESTION + OPT[:-3])
+    with pytest.raises(DnsFormError) as info:
+        parse(data)
+    resp = dns.message.from_wire(codec.formerr_response(info.value, data))
+    assert resp.edns == -1
 
 
 def test_formerr_messages_say_what_is_wrong():
@@ -233,22 +281,34 @@ def test_badvers_response():
     assert resp.edns == 0  # we answer with the version we speak
 
 
-def test_notimp_response_without_question():
-    q = parse(header(flags=(4 << 11) | 0x0100) + QUESTION)
+@pytest.mark.parametrize("edns", [False, True])
+def test_notimp_response_echoes_question_and_opt(edns):
+    """Issue 12 item 11: NOTIMP echoes the question, with an OPT if the query had one."""
+    data = header(flags=(4 << 11) | 0x0100, ar=int(edns)) + QUESTION + (OPT if edns else b"")
+    q = parse(data)
     resp = dns.message.from_wire(codec.error_response(q, codec.NOTIMP))
     assert resp.rcode() == dns.rcode.NOTIMP
     assert resp.opcode() == 4
-    assert resp.question == []
+    assert [str(r.name) for r in resp.question] == ["www.example.test."]
+    assert resp.edns == (0 if edns else -1)
 
 
 @pytest.mark.parametrize("edns", [None, 0])
-def test_truncated_response(edns):
+@pytest.mark.parametrize(
+    ("aa", "rcode"), [(True, codec.NOERROR), (True, codec.NXDOMAIN), (False, codec.NOERROR)]
+)
+def test_truncated_response_keeps_aa_and_rcode(edns, aa, rcode):
+    """Issue 12 item 9: TC keeps the full answer's AA bit and rcode (a referral does
+    not claim authority, an NXDOMAIN stays one)."""
     q = parse(wire("big.example.test", "TXT", use_edns=edns))
-    resp = dns.message.from_wire(codec.truncated_response(q))
+    full = codec.HEADER.pack(q.id, codec.QR | (codec.AA if aa else 0) | rcode, 1, 9, 0, 0)
+    resp = dns.message.from_wire(codec.truncated_response(q, full))
     assert resp.flags & dns.flags.TC
-    assert resp.flags & dns.flags.AA
+    assert bool(resp.flags & dns.flags.AA) == aa
+    assert resp.rcode() == rcode
     assert resp.answer == []
     assert str(resp.question[0].name) == "big.example.test."
+    assert resp.edns == (0 if edns == 0 else -1)
 
 
 def test_opt_echoes_do_bit_and_ecs_with_scope():
@@ -330,7 +390,7 @@ def _outcome(data: bytes) -> str:
     try:
         q = parse(data)
     except DnsFormError as exc:
-        codec.formerr_response(exc)  # always buildable
+        codec.formerr_response(exc, data)  # always buildable
         return "formerr"
     if q is None:
         return "drop"
@@ -338,7 +398,7 @@ def _outcome(data: bytes) -> str:
     assert len(q.qname) == len(q.qname_lower)
     if q.question:
         codec.error_response(q, codec.REFUSED)
-        codec.truncated_response(q)
+        codec.truncated_response(q, codec.error_response(q, codec.REFUSED))
     return "query"
 
 

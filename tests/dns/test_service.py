@@ -89,9 +89,10 @@ def test_refused_outside_zones(svc):
 
 
 def test_refused_for_other_classes_and_transfers(svc):
-    q = dns.message.make_query("example.test", "A", rdclass=dns.rdataclass.CH)
-    r = dns.message.from_wire(svc.respond(q.to_wire(), "192.0.2.1", True))
-    assert r.rcode() == dns.rcode.REFUSED
+    for rdclass in (dns.rdataclass.CH, dns.rdataclass.ANY):  # ANY: issue 12 item 13
+        q = dns.message.make_query("example.test", "A", rdclass=rdclass)
+        r = dns.message.from_wire(svc.respond(q.to_wire(), "192.0.2.1", True))
+        assert r.rcode() == dns.rcode.REFUSED
     assert ask(svc, "example.test", "AXFR", udp=False).rcode() == dns.rcode.REFUSED
 
 

@@ -204,6 +204,40 @@ def test_edns_variant_counts_the_opt(zd):
     assert texts(r.answer) == ["web.example.test. 300 IN A 192.0.2.10"]
 
 
+def test_cname_into_a_delegation_gets_the_referral():
+    """Issue 12 item 10 (RFC 1034 §4.3.2 step 3b): a CNAME whose target lies below one of
+    our delegations answers the CNAME (AA: it is ours), then the referral: the cut's NS
+    in authority and its glue in additional. CNAME and ANY get the CNAME alone."""
+    text = topology_text(z1_port=1, z2_port=2).replace(
+        "        sub: [{type: NS, value: ns.sub}]\n",
+        "        sub: [{type: NS, value: ns.sub}]\n"
+        "        into: [{type: CNAME, value: host.sub}]\n"
+        "        via: [{type: CNAME, value: into}]\n",
+    )
+    zd = compile_zones(load_topology_text(text, "topo.yaml"), serial=SERIAL, source="topo.yaml")
+    for name, chain in (
+        ("into.example.test", ["into.example.test. 300 IN CNAME host.sub.example.test."]),
+        (
+            "via.example.test",
+            [
+                "into.example.test. 300 IN CNAME host.sub.example.test.",
+                "via.example.test. 300 IN CNAME into.example.test.",
+            ],
+        ),
+    ):
+        for rdtype in ("A", "AAAA", "MX"):
+            r = ask(zd, name, rdtype)
+            assert r.rcode() == dns.rcode.NOERROR
+            assert r.flags & dns.flags.AA
+            assert texts(r.answer) == chain
+            assert texts(r.authority) == ["sub.example.test. 300 IN NS ns.sub.example.test."]
+            assert texts(r.additional) == ["ns.sub.example.test. 300 IN A 192.0.2.53"]
+        for rdtype in ("CNAME", "ANY"):
+            r = ask(zd, name, rdtype)
+            assert len(r.answer) == 1
+            assert r.authority == r.additional == []
+
+
 def test_chase(zd):
     def w(name):
         return codec.text_to_wire(name)
@@ -213,7 +247,10 @@ def test_chase(zd):
     assert zd.chase(w("web.example.test"), codec.MX).kind == "nodata"
     assert zd.chase(w("nope.example.test"), codec.A).kind == "nxdomain"
     assert zd.chase(w("x.example.org"), codec.A).kind == "external"
-    assert zd.chase(w("a.sub.example.test"), codec.A).kind == "external"
+    below = zd.chase(w("a.sub.example.test"), codec.A)
+    assert below.kind == "referral"
+    assert [rr.rdata for rr in below.rrs] == [w("ns.sub.example.test")]
+    assert [rr.owner for rr in below.glue] == [w("ns.sub.example.test")]
     assert zd.chase(w("api.example.test"), codec.A).gslb.name == "api.example.test"
     wild = zd.chase(w("q.wild.example.test"), codec.A)
     assert wild.kind == "rrs"

@@ -153,7 +153,8 @@ class Query(NamedTuple):
     id: int
     flags: int
     qname: bytes
-    """The question name in wire form, exactly as asked (b"" when opcode != QUERY)."""
+    """The question name in wire form, exactly as asked (opcode != QUERY: b"" unless the
+    message has one plain question, which NOTIMP echoes)."""
     qname_lower: bytes
     """`qname` in lower case: the lookup key (RFC 4343: names compare case-insensitively)."""
     qtype: int
@@ -186,7 +187,7 @@ def parse(data: bytes) -> Query | None:
     Accepts a DNS message with QR clear. Opcode QUERY: exactly one question, no answer
     or authority records, additional records of which at most one OPT (with a valid
     ECS option, if any, when its version is 0), nothing after the last record. Other
-    opcodes: only the header is read (the server answers NOTIMP).
+    opcodes: only what NOTIMP echoes is read, the question and the OPT, if they parse.
 
     Returns:
         The `Query`, or None when the message must be dropped silently: shorter than a
@@ -202,7 +203,7 @@ def parse(data: bytes) -> Query | None:
     if flags & QR:
         return None
     if flags & OPCODE_MASK:
-        return _new(Query, (qid, flags, b"", b"", 0, 0, b"", NO_EDNS, MIN_UDP_SIZE, False, None))
+        return _parse_other_opcode(data, qid, flags, qdcount, ancount + nscount, arcount)
     if qdcount != 1:
         raise DnsFormError(f"{qdcount} questions (expected 1)", id=qid, flags=flags)
     if ancount or nscount:
@@ -282,6 +283,68 @@ def _parse_additional(
     return _new(
         Query, (qid, flags, qname, qname.lower(), qtype, qclass, question, edns, udp_size, do, ecs)
     )
+
+
+def _parse_other_opcode(
+    data: bytes, qid: int, flags: int, qdcount: int, records: int, arcount: int
+) -> Query:
+    """What a NOTIMP answer echoes of a message of another opcode: its one question
+    (a NOTIFY's or an UPDATE's zone) and its OPT (RFC 6891 §7), when they parse;
+    else the header alone. Never raises: NOTIMP is the answer whatever follows."""
+    qname = question = b""
+    qtype = qclass = 0
+    if qdcount == 1:
+        pos = 12
+        end = len(data)
+        while pos < end and 0 < data[pos] <= MAX_LABEL:
+            pos += data[pos] + 1
+        if pos < end and data[pos] == 0 and pos + 5 <= end and pos - 11 <= MAX_NAME:
+            qname = data[12 : pos + 1]
+            qtype = (data[pos + 1] << 8) | data[pos + 2]
+            qclass = (data[pos + 3] << 8) | data[pos + 4]
+            question = data[12 : pos + 5]
+    opt = find_opt(data)
+    edns, do = (NO_EDNS, False) if opt is None else (0, opt)
+    return _new(
+        Query,
+        (qid, flags, qname, qname.lower(), qtype, qclass, question, edns, MIN_UDP_SIZE, do, None),
+    )
+
+
+def find_opt(data: bytes) -> bool | None:
+    """The DO bit of a message's one OPT record, or None when it has none, more than
+    one, or its sections do not parse up to the OPT (then it cannot be trusted).
+
+    For answers to messages `parse` does not take as a query (FORMERR, NOTIMP), which
+    must still carry an OPT when the query did (RFC 6891 §7).
+    """
+    end = len(data)
+    if end < 12:
+        return None
+    _, _, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    found: bool | None = None
+    try:
+        pos = 12
+        for _ in range(qdcount):
+            pos = _skip_name(data, pos, 0, 0) + 4
+            if pos > end:
+                return None
+        for i in range(ancount + nscount + arcount):
+            owner = pos
+            pos = _skip_name(data, pos, 0, 0)
+            if pos + 10 > end:
+                return None
+            rtype, _, ttl, rdlen = _RRHEAD.unpack_from(data, pos)
+            pos += 10 + rdlen
+            if pos > end:
+                return None
+            if rtype == OPT:
+                if found is not None or i < ancount + nscount or data[owner] != 0:
+                    return None  # RFC 6891 §6.1.1: one OPT, owned by the root
+                found = bool(ttl & 0x8000)
+    except DnsFormError:
+        return None
+    return found
 
 
 def _skip_name(data: bytes, pos: int, qid: int, flags: int) -> int:
@@ -476,9 +539,13 @@ def _flags(query_flags: int, rcode: int, aa: bool, tc: bool = False) -> int:
     )
 
 
-def formerr_response(exc: DnsFormError) -> bytes:
-    """FORMERR for a query whose header parsed: header only, nothing echoed."""
-    return HEADER.pack(exc.id, _flags(exc.flags, FORMERR, False), 0, 0, 0, 0)
+def formerr_response(exc: DnsFormError, data: bytes = b"") -> bytes:
+    """FORMERR for a query whose header parsed: no question echoed, and an OPT when
+    the query (`data`) carried a well-formed one (RFC 6891 §7: without it a resolver
+    concludes that this server does not speak EDNS)."""
+    do = find_opt(data) if data else None
+    head = HEADER.pack(exc.id, _flags(exc.flags, FORMERR, False), 0, 0, 0, do is not None)
+    return head if do is None else head + OPT_PLAIN[do]
 
 
 def error_response(query: Query, rcode: int, *, aa: bool = False) -> bytes:
@@ -495,13 +562,19 @@ def error_response(query: Query, rcode: int, *, aa: bool = False) -> bytes:
     return head + query.question + opt_for(query, 0, rcode >> 4)
 
 
-def truncated_response(query: Query, *, aa: bool = True) -> bytes:
+def truncated_response(query: Query, full: bytes) -> bytes:
     """TC set, the question echoed, no records: the client retries over TCP.
 
     Used when an answer exceeds the client's UDP size, and for RRL slips (RFC 2181 §9).
+    The AA bit and the rcode are those of the `full` response (a referral does not
+    claim authority, an NXDOMAIN stays one: the header tells the truth even when the
+    records do not fit).
     """
     edns = query.edns != NO_EDNS
-    head = HEADER.pack(query.id, _flags(query.flags, 0, aa, tc=True), 1, 0, 0, 1 if edns else 0)
+    flags = (full[2] << 8) | full[3]
+    head = HEADER.pack(
+        query.id, _flags(query.flags, flags & 0xF, bool(flags & AA), tc=True), 1, 0, 0, edns
+    )
     if not edns:
         return head + query.question
     return head + query.question + opt_for(query)
@@ -628,6 +701,7 @@ __all__ = [
     "build_template",
     "ecs_option",
     "error_response",
+    "find_opt",
     "formerr_response",
     "make_heads",
     "opt_for",

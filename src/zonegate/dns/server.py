@@ -82,9 +82,9 @@ from zonegate import adminhttp
 from zonegate.control.follow import NO_CONTROL, ControlFollower, ControlOptions, start_following
 from zonegate.control.model import DesiredState
 from zonegate.dns.codec import (
+    ANY,
     AXFR,
     BADVERS,
-    CLASS_ANY,
     CLASS_IN,
     CNAME,
     ECS_FAMILY_IPV4,
@@ -416,7 +416,7 @@ class DnsService:
                                 return resp
                             if len(resp) > limit:
                                 self.truncated += 1
-                                return truncated_response(parse(data))  # type: ignore[arg-type]
+                                return truncated_response(parse(data), resp)  # type: ignore[arg-type]
                             if static:
                                 # Depends on these bytes and the config only (RRL off).
                                 if len(self.answers) >= ANSWER_CACHE_MAX:
@@ -428,7 +428,7 @@ class DnsService:
         except DnsFormError as exc:
             key = FORMERR << 17 | 0x10000
             self.queries[key] = self.queries.get(key, 0) + 1
-            resp = formerr_response(exc)
+            resp = formerr_response(exc, data)
             if udp and self.rrl is not None:
                 return self._limit(ip, b"", resp, None)
             return resp
@@ -441,8 +441,8 @@ class DnsService:
             rcode = NOTIMP
         elif q.edns > 0:
             rcode = BADVERS  # RFC 6891 §6.1.3
-        elif q.qclass != CLASS_IN and q.qclass != CLASS_ANY:
-            rcode = REFUSED
+        elif q.qclass != CLASS_IN:
+            rcode = REFUSED  # CLASS ANY (255) too: we hold IN data only (docs/dns.md)
         elif qtype in (AXFR, IXFR):
             rcode = REFUSED  # no zone transfers
         else:
@@ -485,7 +485,7 @@ class DnsService:
             size = q.udp_size
             limit = 512 if q.edns < 0 else (size if size < EDNS_UDP_SIZE else EDNS_UDP_SIZE)
             if len(resp) > limit:
-                resp = truncated_response(q)
+                resp = truncated_response(q, resp)
                 self.truncated += 1
             if self.rrl is not None:
                 # Answers count per name and type; negative answers and errors per
@@ -513,7 +513,7 @@ class DnsService:
             return resp
         if verdict == SLIP:
             self.rrl_slipped += 1
-            return truncated_response(q) if q is not None else resp
+            return truncated_response(q, resp) if q is not None else resp
         self.rrl_dropped += 1
         return None
 
@@ -652,6 +652,7 @@ class DnsService:
         qtype_text = TYPE_NAMES.get(qtype) or f"TYPE{qtype}"
         answer: list[Rr] = []
         authority: list[Rr] = []
+        additional: list[Rr] = []
         rcode = NOERROR
         scope = 0
         if isinstance(marker, CnameToGslb):
@@ -696,8 +697,8 @@ class DnsService:
                 break
             target = text_to_wire(cname)
             answer.append(Rr(owner, CNAME, ttl, target, True))
-            if qtype == CNAME:
-                break
+            if qtype in (CNAME, ANY):
+                break  # the CNAME alone, as a static CNAME answers (RFC 8482 §4.2)
             nxt: GslbName | None = None
             for _ in range(MAX_CHAIN):
                 found = self.zones.chase(target, qtype)
@@ -713,12 +714,15 @@ class DnsService:
                         rcode = NXDOMAIN  # RFC 6604 §3: the rcode of the last name
                 elif found.kind == "gslb":
                     nxt = found.gslb
+                elif found.kind == "referral":
+                    authority.extend(found.rrs)  # RFC 1034 §4.3.2 step 3b
+                    additional.extend(found.glue)
                 break
             if nxt is None:
                 break
             gslb = nxt
             owner = nxt.wire
-        return build_template(qname_lower, answer, authority, rcode=rcode), scope
+        return build_template(qname_lower, answer, authority, additional, rcode=rcode), scope
 
     def _pack(self, address: str) -> bytes:
         packed = self._packed.get(address)

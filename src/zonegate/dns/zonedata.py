@@ -136,11 +136,13 @@ class Chase:
     """What one name holds for one type, to follow a CNAME decided at query time.
 
     kind: 'rrs' (records of the type), 'cname' (one CNAME, to follow), 'gslb' (a GSLB
-    name), 'nodata', 'nxdomain', 'external' (outside our zones or below a delegation).
+    name), 'nodata', 'nxdomain', 'referral' (below a delegation of ours: `rrs` are its
+    NS records, `glue` their addresses), 'external' (outside our zones).
     """
 
     kind: str
     rrs: tuple[Rr, ...] = ()
+    glue: tuple[Rr, ...] = ()
     gslb: GslbName | None = None
     negative: Negative | None = None
 
@@ -221,12 +223,19 @@ def _reown(rrset: dns.rrset.RRset, owner: dns.name.Name) -> dns.rrset.RRset:
 class _Miss:
     """Per-length templates for names under an apex (NXDOMAIN) or a cut (referral)."""
 
-    __slots__ = ("_build", "_suffix", "_templates")
+    __slots__ = ("_build", "_suffix", "_templates", "referral")
 
-    def __init__(self, suffix: dns.name.Name, build: Callable[[dns.name.Name], Template]) -> None:
+    def __init__(
+        self,
+        suffix: dns.name.Name,
+        build: Callable[[dns.name.Name], Template],
+        referral: Chase | None = None,
+    ) -> None:
         self._suffix = suffix
         self._build = build
         self._templates: dict[int, Template] = {}
+        self.referral = referral
+        """For a cut: what a CNAME decided at query time that ends below it gets."""
 
     def template(self, qname_length: int) -> Template:
         t = self._templates.get(qname_length)
@@ -251,7 +260,9 @@ class _Plan:
     chain: list[dns.rrset.RRset] = field(default_factory=list)
     """CNAME owner: the chain of CNAME RRsets, the first owned by `name`."""
     end: str = ""
-    """How the chain ends: 'external', 'nxdomain', 'long' or 'target'."""
+    """How the chain ends: 'external', 'referral', 'nxdomain', 'long' or 'target'."""
+    referral: tuple[dns.rrset.RRset, list[dns.rrset.RRset]] | None = None
+    """A chain ending below a delegation: the cut's NS RRset and their glue."""
     end_soa: dns.rrset.RRset | None = None
     target: _Plan | None = None
 
@@ -277,6 +288,13 @@ class _Plan:
         chain = [_reown(self.chain[0], owner), *self.chain[1:]]
         if self.end in ("external", "long"):
             out[DEFAULT] = _render(owner, chain)
+            out[TYPE_CNAME] = out[TYPE_ANY] = _render(owner, chain[:1])
+            return
+        if self.end == "referral":
+            # RFC 1034 §4.3.2 steps 3a then 3b: the CNAME (ours: AA), then the referral.
+            assert self.referral is not None
+            ns, glue = self.referral
+            out[DEFAULT] = _render(owner, chain, [ns], glue)
             out[TYPE_CNAME] = out[TYPE_ANY] = _render(owner, chain[:1])
             return
         assert self.end_soa is not None
@@ -412,8 +430,10 @@ class ZoneData:
             found = node.get(qtype)
             return found if found is not None else node[DEFAULT]
         enclosing = self._encloser(qname_lower)
-        if enclosing is None or isinstance(enclosing, _Miss):
+        if enclosing is None:
             return Chase("external")
+        if isinstance(enclosing, _Miss):
+            return enclosing.referral or Chase("external")
         _, wildcard, negative = enclosing
         if wildcard is not None:
             return wildcard.chase(qname_lower, qtype)
@@ -717,7 +737,8 @@ class _Compiler:
             ) -> Template:
                 return _render(qname, [], [ns], glue, aa=False)  # RFC 1034 §4.3.2 step 3b
 
-            miss = data._cuts[_wire(cut)] = _Miss(cut, referral)
+            found = Chase("referral", _rrs(ns), tuple(rr for rs in glue for rr in _rrs(rs)))
+            miss = data._cuts[_wire(cut)] = _Miss(cut, referral, found)
             self.fits(cut, partial(miss.template, MAX_NAME))  # the longest question
         # GSLB markers first: chains may end at them.
         for name, node in self.nodes.items():
@@ -797,8 +818,14 @@ class _Compiler:
         target = next(iter(first)).target
         while True:
             d = self.domain_of(target)
-            if d is None or self.cut_above(target) is not None:
+            if d is None:
                 p.end = "external"
+                return
+            cut = self.cut_above(target)
+            if cut is not None:
+                p.end = "referral"
+                ns = self.nodes[cut].rrsets[_NS]
+                p.referral = (ns, self.additional([ns]))
                 return
             p.end_soa = d.soa_neg
             nxt = self.cname_target(target)
