@@ -36,7 +36,7 @@ from zonegate.errors import ConfigErrors
 from zonegate.lb.admin import AdminApp, start_admin
 from zonegate.lb.hub import HealthHub
 from zonegate.lb.stats import merge_snapshots
-from zonegate.lb.worker import Worker, set_reuseport_guard, zone_listeners
+from zonegate.lb.worker import ListenError, Worker, set_reuseport_guard, zone_listeners
 from zonegate.topology.load import load_topology
 from zonegate.topology.schema import Topology
 from zonegate.topology.snapshot import Snapshot
@@ -115,6 +115,21 @@ async def _try_reload(path: str, current: Snapshot) -> tuple[Snapshot | None, st
     return snap, f"reloaded {path}: version {snap.version}"
 
 
+def _cannot_listen(e: OSError) -> int:
+    """Say in one line which address could not be bound; the exit status."""
+    print(f"zonegate lb: {e.strerror}", file=sys.stderr)
+    return 1
+
+
+async def _start_admin(app: AdminApp, admin: HostPort | None) -> asyncio.Server | None:
+    if admin is None:
+        return None
+    try:
+        return await start_admin(app, admin.host, admin.port)
+    except OSError as e:
+        raise ListenError("admin endpoint", str(admin), e) from e
+
+
 def run_lb(opts: LbOptions) -> int:
     """Run `zonegate lb` until SIGTERM/SIGINT; return the exit status."""
     import uvloop
@@ -168,7 +183,11 @@ async def _run_single(snapshot: Snapshot, opts: LbOptions) -> int:
         worker.set_control_version(state.version)
 
     follower = await start_following(opts.control, follow_state)
-    await worker.start()
+    try:
+        await worker.start()
+    except ListenError as e:
+        await _stop_single(worker, hub, follower)
+        return _cannot_listen(e)
 
     async def gather() -> dict[str, Any]:
         stats = worker.stats_snapshot()
@@ -189,7 +208,11 @@ async def _run_single(snapshot: Snapshot, opts: LbOptions) -> int:
 
     app = AdminApp(hub, gather, reload)
     admin = admin_address(snapshot.topology, opts)
-    admin_server = await start_admin(app, admin.host, admin.port) if admin else None
+    try:
+        admin_server = await _start_admin(app, admin)
+    except ListenError as e:
+        await _stop_single(worker, hub, follower)
+        return _cannot_listen(e)
     stop = asyncio.Event()
     tasks: set[asyncio.Task[Any]] = set()
 
@@ -211,6 +234,14 @@ async def _run_single(snapshot: Snapshot, opts: LbOptions) -> int:
         admin_server.close()
     log.info("stopped")
     return 0
+
+
+async def _stop_single(worker: Worker, hub: HealthHub, follower: Any) -> None:
+    """Undo a start that failed half-way (nothing is in flight yet)."""
+    if follower is not None:
+        await follower.stop()
+    await worker.stop(0.0)
+    await hub.stop()
 
 
 class WorkerHandle:
@@ -253,10 +284,14 @@ class WorkerHandle:
 
 async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
     loop = asyncio.get_running_loop()
-    guards = [
-        set_reuseport_guard(c.bind.host, c.bind.port)
-        for c in zone_listeners(snapshot.topology, opts.zone).values()
-    ]
+    guards = []
+    for name, c in zone_listeners(snapshot.topology, opts.zone).items():
+        try:
+            guards.append(set_reuseport_guard(c.bind.host, c.bind.port))
+        except OSError as e:
+            for g in guards:
+                g.close()
+            return _cannot_listen(ListenError(f"listener {name}", str(c.bind), e))
     hub = HealthHub(snapshot, opts.zone)
     await hub.start()
     stopping = False
@@ -350,7 +385,15 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
 
     app = AdminApp(hub, gather, reload)
     admin = admin_address(snapshot.topology, opts)
-    admin_server = await start_admin(app, admin.host, admin.port) if admin else None
+    try:
+        admin_server = await _start_admin(app, admin)
+    except ListenError as e:
+        stopping = True
+        await _stop_workers(handles, 0.0)
+        await hub.stop()
+        for t in list(tasks):
+            t.cancel()
+        return _cannot_listen(e)
     stop = asyncio.Event()
     _install_signals(stop, lambda: spawn_task(reload()))
 
@@ -371,15 +414,7 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
         len(handles),
         opts.drain_timeout,
     )
-    for h in handles:
-        h.send(("stop", opts.drain_timeout))
-    for h in handles:
-        if h.proc is None:
-            continue
-        try:
-            await asyncio.wait_for(asyncio.to_thread(h.proc.wait), opts.drain_timeout + 5)
-        except TimeoutError:
-            h.proc.kill()
+    await _stop_workers(handles, opts.drain_timeout)
     await hub.stop()
     if admin_server is not None:
         admin_server.close()
@@ -387,6 +422,19 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
         t.cancel()
     log.info("stopped")
     return 0
+
+
+async def _stop_workers(handles: list[WorkerHandle], drain_timeout: float) -> None:
+    """Ask every worker to drain and stop; kill those that overstay."""
+    for h in handles:
+        h.send(("stop", drain_timeout))
+    for h in handles:
+        if h.proc is None:
+            continue
+        try:
+            await asyncio.wait_for(asyncio.to_thread(h.proc.wait), drain_timeout + 5)
+        except TimeoutError:
+            h.proc.kill()
 
 
 def merge_worker_stats(snaps: list[dict[str, Any]]) -> dict[str, Any]:

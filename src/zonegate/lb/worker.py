@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import socket
 from collections.abc import Coroutine
@@ -25,6 +26,14 @@ log = logging.getLogger("zonegate.lb")
 
 SWEEP_INTERVAL = 0.1
 VIA = b"1.1 zonegate"
+
+
+class ListenError(OSError):
+    """A listener or the admin endpoint cannot bind its address (taken, not local...)."""
+
+    def __init__(self, what: str, address: str, cause: OSError) -> None:
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+        super().__init__(cause.errno, f"cannot listen on {address} ({what}): {reason}")
 
 
 class HubLink(Protocol):
@@ -149,14 +158,17 @@ class Worker:
         loop = asyncio.get_running_loop()
         bind = lr.cfg.bind
         factory: Any = ClientConnection if lr.cfg.protocol == "http" else TcpConnection
-        server = await loop.create_server(
-            lambda: factory(self, lr),
-            bind.host,
-            bind.port,
-            reuse_address=True,
-            reuse_port=self.reuse_port or None,
-            backlog=4096,
-        )
+        try:
+            server = await loop.create_server(
+                lambda: factory(self, lr),
+                bind.host,
+                bind.port,
+                reuse_address=True,
+                reuse_port=self.reuse_port or None,
+                backlog=4096,
+            )
+        except OSError as e:
+            raise ListenError(f"listener {lr.name}", str(bind), e) from e
         log.info("listener %s on %s", lr.name, bind)
         return server
 
@@ -177,8 +189,12 @@ class Worker:
                 self.listeners[name].update(cfg, self.version)
             else:
                 lr = ListenerRuntime(name, cfg, self.version)
+                try:
+                    self.servers[name] = await self._bind(lr)
+                except ListenError as e:
+                    log.error("reload: %s; the other listeners keep serving", e.strerror)
+                    continue
                 self.listeners[name] = lr
-                self.servers[name] = await self._bind(lr)
         # Upstream pools of backends that left are closed once idle.
         keep = {(b.address.host, b.address.port) for p in self.pools.values() for b in p.backends}
         for key in [k for k in self.upstreams if k not in keep]:
@@ -305,5 +321,9 @@ def set_reuseport_guard(host: str, port: int) -> socket.socket:
     s = socket.socket(family, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((host, port))
+    try:
+        s.bind((host, port))
+    except OSError:
+        s.close()
+        raise
     return s
