@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from zonegate.clock import FakeClock
@@ -152,3 +154,31 @@ def test_pool_runtime_follows_states_and_picks_only_eligible(hub):
     assert rt.pick(None, b"1.2.3.4", {1}) is None
     rt.apply(PoolState((1.0,)))  # wrong generation: ignored
     assert rt.state.weights == (0.0, 1.0, 0.0)
+
+
+def _all_down(hub, pool, n):
+    now = hub.clock_obj.now()
+    for i in range(n):
+        for _ in range(3):  # pb falls after the default 3 failures
+            hub.healths[pool].record_active(i, False, now)
+
+
+def test_panic_log_line_names_a_backup_that_is_down(hub, caplog):
+    _all_down(hub, "pb", 1)
+    _all_down(hub, "pa", 3)
+    with caplog.at_level(logging.INFO, logger="zonegate.health"):
+        hub.publish()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pool pa:")]
+    assert lines == ["pool pa: PANIC: healthy 0% < 50%, backup pool pb has no healthy backend"]
+
+
+def test_panic_log_line_without_backup(caplog):
+    clock = FakeClock()
+    topo = load_topology_text(TOPO.replace("    backup: pb\n", ""))
+    h = HealthHub(Snapshot(1, topo, "t"), "a", clock=clock.now)
+    h.clock_obj = clock
+    _all_down(h, "pa", 3)
+    with caplog.at_level(logging.INFO, logger="zonegate.health"):
+        h.publish()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pool pa:")]
+    assert lines == ["pool pa: PANIC: healthy 0% < 50%, no backup configured"]

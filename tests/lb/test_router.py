@@ -118,3 +118,31 @@ def test_all_backends_disabled_sends_everything_to_a_live_backup():
         0.0, overprovisioning=1.4, panic_threshold=0.5, backup_share=1.0, any_enabled=False
     )
     assert plan.local_share == 0.0
+
+
+@pytest.mark.parametrize(
+    ("healthy", "backup_share", "reason"),
+    [
+        (0.2, None, "PANIC: healthy 20% < 50%, no backup configured"),
+        (0.2, 0.0, "PANIC: healthy 20% < 50%, backup pool pb has no healthy backend"),
+        (0.6, None, "healthy 60%, no backup configured"),
+        (0.6, 0.0, "healthy 60%, backup pool pb has no healthy backend"),
+    ],
+)
+def test_reason_tells_missing_backup_from_dead_backup(healthy, backup_share, reason):
+    plan = plan_pool(
+        healthy, overprovisioning=1.4, panic_threshold=0.5, backup_share=backup_share, backup="pb"
+    )
+    assert plan.reason == reason
+
+
+def test_all_disabled_reason_names_the_dead_backup():
+    plan = plan_pool(
+        1.0,
+        overprovisioning=1.4,
+        panic_threshold=0.5,
+        backup_share=0.0,
+        any_enabled=False,
+        backup="pb",
+    )
+    assert plan.reason == "no enabled backend, backup pool pb has no healthy backend"

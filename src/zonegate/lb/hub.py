@@ -202,6 +202,7 @@ class HealthHub:
                 panic_threshold=pool.panic_threshold,
                 backup_share=backup_share,
                 any_enabled=any(v.admin is AdminState.ENABLED for v in views),
+                backup=pool.backup or "",
             )
             self.plans[name] = plan
             if plan.panic:

@@ -46,6 +46,7 @@ def plan_pool(
     panic_threshold: float,
     backup_share: float | None,
     any_enabled: bool = True,
+    backup: str = "",
 ) -> PoolPlan:
     """Decide the local/backup split of a pool.
 
@@ -57,15 +58,23 @@ def plan_pool(
         any_enabled: False when every backend is drained or disabled. That is an
             operator's choice, not an outage: the backup takes everything if it can,
             and the pool never panics (panic could only pick enabled backends anyway).
+        backup: the backup pool's name, for the reason.
+
+    The reason says why no backup helps: "no backup configured", or "backup pool B
+    has no healthy backend" (configured, but down).
     """
     if not 0.0 <= healthy_share <= 1.0:
         raise ValueError(f"healthy_share {healthy_share} not in [0, 1]")
     local = min(1.0, healthy_share * overprovisioning)
     backup_usable = backup_share is not None and backup_share > 0.0
+    if backup_share is None:
+        no_backup = "no backup configured"
+    else:
+        no_backup = f"backup pool {backup or '(unnamed)'} has no healthy backend"
     if not any_enabled:
         if backup_usable:
             return PoolPlan(0.0, False, "no enabled backend -> all to backup")
-        return PoolPlan(1.0, False, "no enabled backend, no backup to spill to")
+        return PoolPlan(1.0, False, f"no enabled backend, {no_backup}")
     if local >= 1.0:
         return PoolPlan(1.0, False, f"healthy {healthy_share:.0%}")
     if backup_usable:
@@ -75,9 +84,9 @@ def plan_pool(
         )
     if healthy_share < panic_threshold:
         return PoolPlan(
-            1.0, True, f"PANIC: healthy {healthy_share:.0%} < {panic_threshold:.0%}, no backup"
+            1.0, True, f"PANIC: healthy {healthy_share:.0%} < {panic_threshold:.0%}, {no_backup}"
         )
-    return PoolPlan(1.0, False, f"healthy {healthy_share:.0%}, no backup to spill to")
+    return PoolPlan(1.0, False, f"healthy {healthy_share:.0%}, {no_backup}")
 
 
 class RouteTable:
