@@ -99,17 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the GSLB authoritative DNS server (or explain an answer)",
         description="Authoritative DNS for the topology's dns.domains over UDP and TCP; GSLB "
         "names are answered by the policy chain from live zone health. "
-        "`zonegate dns explain FILE NAME --client IP` shows why a client gets its answer.",
+        "`zonegate dns explain FILE NAME --client IP` shows why a client gets its answer "
+        "(`zonegate dns explain --help`).",
     )
     dns.add_argument("file", help="topology YAML file (or 'explain')")
     dns.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    for flag in ("--client", "--subnet", "--device-id", "--type"):
+        # `zonegate dns [OPTIONS] explain ...` is parsed again by build_explain_parser.
+        dns.add_argument(flag, default=None, help=argparse.SUPPRESS)
     dns.add_argument(
         "--listen", default=None, help="HOST:PORT for UDP and TCP (default: dns.listen)"
     )
     dns.add_argument("--admin", default=None, help="admin HOST:PORT (default: dns.admin)")
-    dns.add_argument("--client", default=None, help="explain: the client IP (or ECS subnet)")
-    dns.add_argument("--device-id", default=None, help="explain: the DeviceID")
-    dns.add_argument("--type", default="A", choices=["A", "AAAA"], help="explain: query type")
     _add_control_arguments(dns, "zones it sets to drain or disabled are not answered")
     dns.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -276,8 +277,58 @@ def _vrrp_status(argv: list[str]) -> int:
     return run_status(args.admin)
 
 
+def build_explain_parser() -> argparse.ArgumentParser:
+    """`zonegate dns explain`: its own parser, so that --help describes it."""
+    e = argparse.ArgumentParser(
+        prog="zonegate dns explain",
+        description="Show how `zonegate dns FILE` answers NAME to one client: probe every "
+        "zone once (as the server does before it answers), take the zone admin states of "
+        "the control plane with --control (as `zonegate dns --control` does), run the GSLB "
+        "chain and print each step, then the response. The running server's admin "
+        "endpoint answers the same at /explain?name=&client=&subnet=&type=.",
+    )
+    e.add_argument("file", metavar="FILE", help="topology YAML file")
+    e.add_argument("name", metavar="NAME", help="the question name")
+    e.add_argument(
+        "--client",
+        required=True,
+        metavar="IP",
+        help="the resolver's address (IP/PREFIX: the ECS subnet it sends, at that address)",
+    )
+    e.add_argument(
+        "--subnet",
+        default=None,
+        metavar="NET",
+        help="the EDNS Client Subnet the resolver sends (e.g. 1.2.3.0/24)",
+    )
+    e.add_argument("--device-id", default=None, help="the DeviceID (HTTPDNS)")
+    e.add_argument("--type", default="A", help="query type (default A; AAAA, MX, TXT, ...)")
+    _add_control_arguments(e, "its zone admin states (drain, disabled) apply, as in the server")
+    e.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return e
+
+
+def _dns_explain(argv: list[str]) -> int:
+    args = build_explain_parser().parse_args(argv)
+    from zonegate.dns.server import run_explain
+    from zonegate.lb.server import setup_logging
+
+    setup_logging(args.log_level)
+    return run_explain(
+        args.file,
+        args.name,
+        args.client,
+        args.device_id,
+        args.type,
+        subnet=args.subnet,
+        control=_control_options(args),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["dns", "explain"]:
+        return _dns_explain(argv[2:])
     if argv[:1] == ["ctl"]:
         # ctl has its own parser (zonegate.control.ctl); hand it everything, --help too.
         from zonegate.control.ctl import run_ctl
@@ -315,17 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         from zonegate.lb.server import setup_logging
 
         setup_logging(args.log_level)
-        if args.file == "explain":
-            if len(args.rest) != 2 or not args.client:
-                print(
-                    "usage: zonegate dns explain FILE NAME --client IP [--device-id ID] [--type A]",
-                    file=sys.stderr,
-                )
-                return 2
-            from zonegate.dns.server import run_explain
-
-            path, name = args.rest
-            return run_explain(path, name, args.client, args.device_id, args.type)
+        if args.file == "explain":  # `zonegate dns [OPTIONS] explain ...`
+            rest = list(argv[1:])
+            rest.remove("explain")
+            return _dns_explain(rest)
         if args.rest:
             print(f"zonegate dns: unexpected arguments {' '.join(args.rest)}", file=sys.stderr)
             return 2

@@ -735,15 +735,28 @@ class DnsService:
     # -- explain
 
     def explain(
-        self, name: str, client_text: str, qtype_text: str = "A", device_id: str | None = None
+        self,
+        name: str,
+        client_text: str,
+        qtype_text: str = "A",
+        device_id: str | None = None,
+        subnet_text: str | None = None,
     ) -> str:
         """How `name` is answered to `client_text` ('IP' or 'IP/PREFIX' for an ECS subnet).
 
         The policy runs on copies of the selection state, so explaining changes no
         round robin. Ends with the response as a resolver would see it.
 
+        Args:
+            name: The question name.
+            client_text: The resolver's address ('IP/PREFIX': the ECS subnet too).
+            qtype_text: The query type ('A', 'AAAA', 'MX', ... or a number).
+            device_id: The DeviceID (HTTPDNS; shown only).
+            subnet_text: The EDNS Client Subnet the resolver sends ('NET/PREFIX'), for a
+                resolver address given apart ('IP'); host bits are cleared.
+
         Raises:
-            ValueError: a bad name, type or client.
+            ValueError: a bad name, type, client or subnet.
         """
         qtype = TYPE_CODES.get(qtype_text.upper())
         if qtype is None:
@@ -752,6 +765,10 @@ class DnsService:
             qtype = int(qtype_text)
         wire = text_to_wire(name)
         ip, subnet = parse_client(client_text)
+        if subnet_text is not None:
+            if subnet is not None:
+                raise ValueError("give the ECS subnet once: --client IP --subnet NET")
+            subnet = ipaddress.ip_network(subnet_text, strict=False)
         client = ClientInfo(ip, subnet, device_id)
         qname = name.rstrip(".").lower() or "."
         answer = self.zones.lookup(wire, qtype)
@@ -1198,10 +1215,11 @@ class DnsServer:
             client = params.get("client", ["127.0.0.1"])[0]
             qtype = params.get("type", ["A"])[0]
             device = params.get("device_id", [None])[0]
+            subnet = params.get("subnet", [None])[0]
             if not name:
                 return 400, "text/plain", b"explain needs ?name=NAME[&client=IP][&type=A]\n"
             try:
-                text = self.svc.explain(name, client, qtype, device)
+                text = self.svc.explain(name, client, qtype, device, subnet)
             except ValueError as e:
                 return 400, "text/plain", f"bad request: {e}\n".encode()
             return 200, "text/plain; charset=utf-8", text.encode() + b"\n"
@@ -1389,10 +1407,19 @@ async def _stop(prober: ZoneProber, follower: ControlFollower | None) -> None:
 
 
 def run_explain(
-    path: str, name: str, client: str, device_id: str | None = None, qtype: str = "A"
+    path: str,
+    name: str,
+    client: str,
+    device_id: str | None = None,
+    qtype: str = "A",
+    *,
+    subnet: str | None = None,
+    control: ControlOptions = NO_CONTROL,
 ) -> int:
-    """`zonegate dns explain FILE NAME --client IP`: probe zone health once, print how
-    NAME is answered to the client, return 0 (1 for a bad file, 2 for bad arguments)."""
+    """`zonegate dns explain FILE NAME --client IP`: probe zone health once, take the
+    control plane's zone admin states (`control`: as `zonegate dns --control` does at
+    start), print how NAME is answered to the client; return 0, 1 for a bad file or an
+    unreachable control plane, 2 for bad arguments."""
     _setup_logging()
     try:
         compiled = compile_file(path, 1, _serial())
@@ -1400,18 +1427,41 @@ def run_explain(
         print(e, file=sys.stderr)
         return 1
 
-    async def probe() -> dict[str, ZoneState]:
+    async def gather() -> tuple[Mapping[str, ZoneState], DesiredState | None]:
         prober = ZoneProber(compiled.topology)
         await prober.first_round()
-        return prober.states()
+        got: list[DesiredState] = []
+        follower = await start_following(control, got.append)
+        if follower is not None:
+            await follower.stop()
+        return prober.states(), (got[-1] if got else None)
 
-    states = asyncio.run(probe())
+    probed, desired = asyncio.run(gather())
+    if control.urls and desired is None:
+        urls = ", ".join(control.urls)
+        print(
+            f"zonegate dns explain: no control plane answered ({urls}) and no "
+            "--control-cache: cannot tell the zone admin states the server follows",
+            file=sys.stderr,
+        )
+        return 1
+    head = ""
+    states = probed
+    if desired is not None:
+        # The server's own overlay (`DnsServer.zone_states`): drained zones are down.
+        states = overlay_admin(probed, desired.zones, desired.version)
+        out = [f"{z} {a}" for z, a in sorted(desired.zones.items()) if a != "enabled"]
+        head = f"control version {desired.version}: " + (
+            f"admin states {', '.join(out)}" if out else "every zone enabled"
+        )
     svc = DnsService(compiled, states)
     try:
-        text = svc.explain(name, client, qtype, device_id)
+        text = svc.explain(name, client, qtype, device_id, subnet)
     except ValueError as e:
         print(f"zonegate dns explain: {e}", file=sys.stderr)
         return 2
+    if head:
+        print(head)
     print(text)
     return 0
 
@@ -1443,8 +1493,18 @@ def main(argv: list[str] | None = None) -> int:
         e.add_argument("--client", required=True)
         e.add_argument("--device-id", default=None)
         e.add_argument("--type", default="A")
+        e.add_argument("--subnet", default=None)
+        e.add_argument("--control", action="append", default=[])
         ea = e.parse_args(args[1:])
-        return run_explain(ea.file, ea.name, ea.client, ea.device_id, ea.type)
+        return run_explain(
+            ea.file,
+            ea.name,
+            ea.client,
+            ea.device_id,
+            ea.type,
+            subnet=ea.subnet,
+            control=ControlOptions(tuple(ea.control)),
+        )
     p = argparse.ArgumentParser(prog="zonegate dns")
     p.add_argument("file")
     p.add_argument("--listen", default=None)
