@@ -10,6 +10,7 @@ quick run's report.html is also shot in headless Chromium into docs/demo-report.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -499,6 +500,19 @@ def test_quick_demo_meets_every_budget(tmp_path):
     assert set(tl["ok"]) == {"changping", "yanqing"}
     assert sum(tl["ok"]["changping"]) > 0
     assert sum(tl["errors"]["changping"]) == 0
+    # Issue 12 item 27: the timeline also counts by the zone whose backends served (the
+    # backends' X-Zone). From a second after kill-all's detection to its end,
+    # changping's LB still answers, but only yanqing's backends serve.
+    kill_all = by_name["kill-all"]
+    first = kill_all["fault_s"] + kill_all["detect_s"] + 1.0
+    window = slice(
+        math.ceil((first - tl["start_s"]) / tl["bucket_s"]),
+        math.floor((kill_all["end_s"] - tl["start_s"]) / tl["bucket_s"]),
+    )
+    assert sum(tl["ok"]["changping"][window]) > 0
+    assert sum(tl["served"]["changping"][window]) == 0
+    assert sum(tl["served"]["yanqing"][window]) >= sum(tl["ok"]["changping"][window])
+    assert sum(tl["served"]["changping"]) > 0
     # Six backends, control, dns, httpdns, two LBs; the three restarted backends and
     # the restarted LB: 15 PIDs.
     pids = _report_pids(report)

@@ -8,7 +8,14 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from zonegate.lab.drills import Sample
-from zonegate.lab.report import Timeline, bucket_samples, nice_ceiling, render_html, timeline_svg
+from zonegate.lab.report import (
+    Timeline,
+    axis_ticks,
+    bucket_samples,
+    nice_ceiling,
+    render_html,
+    timeline_svg,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -171,3 +178,112 @@ def test_render_html_without_a_timeline():
     page = render_html({"ok": True, "steps": []})
     assert "every budget met" in page
     assert "<svg" not in page
+
+
+# --- issue 12 item 27: served zone, legend, ticks ----------------------------------
+
+
+def served(t, answered, by) -> Sample:
+    return Sample(t, answered, "b", 200, 0.001, "", answered, served=by)
+
+
+def test_bucket_samples_counts_by_the_zone_whose_backends_served():
+    # kill-all: a's LB answers every request, b's backends serve the second half
+    samples = [served(i / 10, "a", "a" if i < 5 else "b") for i in range(10)]
+
+    tl = bucket_samples(samples, ["a", "b"], 0.0, 1.0, bucket_s=0.5)
+
+    assert tl.ok == {"a": [5, 5], "b": [0, 0]}
+    assert tl.served == {"a": [5, 0], "b": [0, 5]}
+    assert Timeline.from_json(tl.to_json()) == tl
+
+
+def test_a_report_without_served_counts_still_loads():
+    doc = {"bucket_s": 0.25, "start_s": 0.0, "ok": {"a": [1]}, "errors": {"a": [0]}}
+    assert Timeline.from_json(doc).served == {}
+
+
+@pytest.mark.parametrize(
+    ("peak", "most", "ticks"),
+    [
+        (400, 5, [0, 100, 200, 300, 400]),
+        (405, 5, [0, 100, 200, 300, 400, 500]),
+        (1200, 5, [0, 250, 500, 750, 1000, 1250]),
+        (4, 2, [0, 2, 4]),
+        (8, 2, [0, 5, 10]),
+        (0.5, 5, [0, 1]),
+        (0, 2, [0, 1]),
+    ],
+)
+def test_axis_ticks_are_round_and_cover_the_peak(peak, most, ticks):
+    assert axis_ticks(peak, most) == ticks
+
+
+def _kill_all_timeline() -> Timeline:
+    samples = [served(i / 100, "a", "a" if i < 300 else "b") for i in range(600)]
+    samples += [served(i / 100 + 0.005, "b", "b") for i in range(600)]
+    samples.append(s(2.2, "b", ok=False, home="a"))
+    return bucket_samples(samples, ["a", "b"], 0.0, 6.0)
+
+
+def _ticks(root, panel: str) -> list[str]:
+    return [
+        t.text
+        for t in root.iter(f"{SVG}text")
+        if t.get("class") == "tick" and t.get("data-panel") == panel
+    ]
+
+
+def test_timeline_svg_plots_answered_and_served_with_their_own_ticks():
+    root = ET.fromstring(timeline_svg(_kill_all_timeline(), STEPS))
+
+    series = [(e.get("data-panel"), e.get("data-zone")) for e in root.iter(f"{SVG}polyline")]
+    assert series == [("answered", "a"), ("served", "a"), ("answered", "b"), ("served", "b")]
+    titles = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "panel-title"]
+    assert titles == [
+        "requests/s, by the zone whose LB answered",
+        "requests/s, by the zone whose backends served",
+        "errors/s, by the zone of the device",
+    ]
+    # 100 req/s per zone, 200 on b's backends once a's spill there: one scale, round ticks
+    assert _ticks(root, "answered") == ["0", "50", "100", "150", "200"]
+    assert _ticks(root, "served") == _ticks(root, "answered")
+    assert _ticks(root, "errors") == ["0", "2", "4"]  # one failure in a 250 ms bucket
+
+
+def test_timeline_svg_without_served_counts_or_errors_has_no_empty_scale():
+    root = ET.fromstring(timeline_svg(_timeline(errors=False), STEPS))
+
+    assert {e.get("data-panel") for e in root.iter(f"{SVG}polyline")} == {"answered"}
+    assert _ticks(root, "errors") == []  # not the 0/1 of an empty scale
+    assert "no failed requests" in ET.tostring(root, encoding="unicode")
+
+
+def test_timeline_svg_legend_is_above_every_plotted_line():
+    svg = timeline_svg(_kill_all_timeline(), STEPS, versions=[(2.5, 3)])
+    root = ET.fromstring(svg)
+
+    legend_bottom = max(
+        float(t.get("y"))
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "legend"
+        for t in g.iter(f"{SVG}text")
+    )
+    bands_top = min(
+        float(g.find(f"{SVG}rect").get("y"))
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "step"
+    )
+    points_top = min(
+        float(pt.split(",")[1])
+        for e in root.iter(f"{SVG}polyline")
+        for pt in e.get("points").split()
+    )
+    assert legend_bottom < bands_top <= points_top
+    labels = [
+        t.text
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "legend"
+        for t in g.iter(f"{SVG}text")
+    ]
+    assert labels[:4] == ["a", "b", "fault", "repair"]

@@ -52,6 +52,9 @@ class Sample(NamedTuple):
     `zone` is the zone whose LB answered (or was tried last, for a failure); `home`
     the zone the client's split map gave the device when the request was sent (empty
     when unknown). They differ after a client-side zone failover (`failover`).
+    `served` is the zone of the backend that answered, as it says itself (the demo
+    backend's `X-Zone`): it differs from `zone` when a pool spills to its backup pool
+    in another zone.
     """
 
     t: float
@@ -65,6 +68,8 @@ class Sample(NamedTuple):
     """The control-plane version stamped on the answer (`X-Zonegate-Version`), 0 if none."""
     failover: bool = False
     """Sent to another zone after a network error on the device's own zone."""
+    served: str = ""
+    """The zone of the backend that answered (its `X-Zone`), empty if unknown."""
 
     @property
     def ok(self) -> bool:

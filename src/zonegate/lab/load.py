@@ -66,10 +66,11 @@ VERSION_HEADER = b"x-zonegate-version"
 class _Response:
     """httptools callbacks: the status comes from the parser, headers from here."""
 
-    __slots__ = ("backend", "body", "done", "keep_body", "status", "version")
+    __slots__ = ("backend", "body", "done", "keep_body", "served", "status", "version")
 
     def __init__(self, keep_body: bool = False) -> None:
         self.backend = ""
+        self.served = ""  # X-Zone: the zone of the backend that answered
         self.body = b""
         self.done = False
         self.keep_body = keep_body
@@ -80,6 +81,8 @@ class _Response:
         name = name.lower()
         if name == b"x-backend":
             self.backend = value.decode("latin-1")
+        elif name == b"x-zone":
+            self.served = value.decode("latin-1")
         elif name == VERSION_HEADER:
             with contextlib.suppress(ValueError):
                 self.version = int(value)
@@ -175,6 +178,7 @@ class Outcome(NamedTuple):
     home: str
     version: int = 0
     failover: bool = False
+    served: str = ""
 
 
 class Router(Protocol):
@@ -301,14 +305,15 @@ class SplitRouter:
                 continue
             if zone == home:
                 self._down_until.pop(home, None)
-            status, backend, version = out
+            status, backend, version, served = out
             if version > self.version:
                 self._refresh_soon()
-            return Outcome(zone, backend, status, "", home, version, zone != home or attempt > 0)
+            failover = zone != home or attempt > 0
+            return Outcome(zone, backend, status, "", home, version, failover, served)
         return Outcome(order[min(1, len(order) - 1)], "", 0, first_error, home, 0, len(order) > 1)
 
-    async def _send(self, zone: str, device_id: str) -> tuple[int, str, int] | str:
-        """(status, backend, version), or the error kind."""
+    async def _send(self, zone: str, device_id: str) -> tuple[int, str, int, str] | str:
+        """(status, backend, version, served zone), or the error kind."""
         idle = self._idle[zone]
         conn = idle.pop() if idle else HttpConnection(self.listeners[zone])
         head = (
@@ -322,7 +327,7 @@ class SplitRouter:
             return error_kind(exc)
         if conn.writer is not None:
             idle.append(conn)
-        return resp.status, resp.backend, resp.version
+        return resp.status, resp.backend, resp.version, resp.served
 
     async def close(self) -> None:
         if self._refresh is not None:
@@ -400,5 +405,6 @@ class LoadGen:
                     out.home,
                     out.version,
                     out.failover,
+                    out.served,
                 )
             )

@@ -3,17 +3,26 @@
 Theory of operation
 -------------------
 `bucket_samples` cuts the run into fixed buckets (250 ms by default) and counts, per
-zone, the requests that zone's LB answered successfully and the failed requests of
-that zone's devices. `timeline_svg` draws those counts as rates (per second) in two
-panels sharing one time axis, with every step as a labelled band and every fault as a
-dashed line::
+zone, the requests that zone's LB answered successfully, the requests that zone's
+backends served (the zone a backend names in `X-Zone`: in kill-all the changping LB
+still answers, but yanqing's backends serve), and the failed requests of that zone's
+devices. `timeline_svg` draws those counts as rates (per second) in panels sharing
+one time axis, each with its title and ticks, with every step as a labelled band,
+every fault as a dashed line and the legend above the plot::
 
+     — changping  — yanqing  - - fault  - - repair  ▲ client version
       kill-one   drain    kill-all    kill-lb  cutover  restore
+     requests/s, by the zone whose LB answered
     ┌─────────┬────────┬───────────┬─────────┬────────┬────────┐
-    │  ─── changping req/s ───.___ ...                          │  requests/s
-    │  ─── yanqing req/s   ───.‾‾‾ ...                          │
-    ├─────────┼────────┼───────────┼─────────┼────────┼────────┤
-    │                ▮                                          │  errors/s
+    │  ─── changping ───────────────.___ ...                    │
+    └─────────┴────────┴───────────┴─────────┴────────┴────────┘
+     requests/s, by the zone whose backends served
+    ┌─────────┬────────┬───────────┬─────────┬────────┬────────┐
+    │  ─── changping ──────.___________ ...                     │
+    └─────────┴────────┴───────────┴─────────┴────────┴────────┘
+     errors/s, by the zone of the device
+    ┌─────────┬────────┬───────────┬─────────┬────────┬────────┐
+    │                ▮                                          │
     └─────────┴────────┴───────────┴─────────┴────────┴────────┘
 
 `render_html` builds one self-contained page (inline CSS and SVG, no script, no
@@ -28,7 +37,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from zonegate.lab.drills import Sample
@@ -36,6 +45,7 @@ from zonegate.lab.drills import Sample
 __all__ = [
     "BUCKET_S",
     "Timeline",
+    "axis_ticks",
     "bucket_samples",
     "nice_ceiling",
     "render_html",
@@ -50,13 +60,19 @@ REPAIR_COLOR = "#148f77"
 
 @dataclass(frozen=True, slots=True)
 class Timeline:
-    """Counts per bucket: `ok[zone][i]` and `errors[zone][i]` cover
-    `[start + i * bucket_s, start + (i + 1) * bucket_s)`."""
+    """Counts per bucket: `ok[zone][i]`, `served[zone][i]` and `errors[zone][i]` cover
+    `[start + i * bucket_s, start + (i + 1) * bucket_s)`.
+
+    `ok` counts successes by the zone whose LB answered, `served` by the zone whose
+    backend served (empty in reports written before it existed), `errors` failures by
+    the zone of the device.
+    """
 
     bucket_s: float
     start: float
     ok: dict[str, list[int]]
     errors: dict[str, list[int]]
+    served: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def buckets(self) -> int:
@@ -71,12 +87,19 @@ class Timeline:
             "bucket_s": self.bucket_s,
             "start_s": self.start,
             "ok": self.ok,
+            "served": self.served,
             "errors": self.errors,
         }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Timeline:
-        return cls(doc["bucket_s"], doc["start_s"], dict(doc["ok"]), dict(doc["errors"]))
+        return cls(
+            doc["bucket_s"],
+            doc["start_s"],
+            dict(doc["ok"]),
+            dict(doc["errors"]),
+            dict(doc.get("served") or {}),
+        )
 
 
 def bucket_samples(
@@ -97,9 +120,10 @@ def bucket_samples(
         bucket_s: the bucket width in seconds (> 0).
 
     Returns:
-        A `Timeline` whose `ok` counts successes by the zone that answered and whose
-        `errors` counts failures by the zone of the device (`Sample.owner`): which
-        zone's users saw the error.
+        A `Timeline` whose `ok` counts successes by the zone that answered, `served`
+        successes by the zone of the backend that served (`Sample.served`; a sample
+        without it is not counted there), and `errors` failures by the zone of the
+        device (`Sample.owner`): which zone's users saw the error.
 
     Raises:
         ValueError: `bucket_s` is not positive or `end` is before `start`.
@@ -109,6 +133,7 @@ def bucket_samples(
     # Whole buckets only: a partial last bucket would draw a false drop in the rate.
     n = max(1, math.floor((end - start) / bucket_s + 1e-9))
     ok = {z: [0] * n for z in zones}
+    served = {z: [0] * n for z in zones}
     errors = {z: [0] * n for z in zones}
     for s in samples:
         if not start <= s.t < end:
@@ -119,9 +144,11 @@ def bucket_samples(
         if s.ok:
             if s.zone in ok:
                 ok[s.zone][i] += 1
+            if s.served in served:
+                served[s.served][i] += 1
         elif s.owner in errors:
             errors[s.owner][i] += 1
-    return Timeline(bucket_s, start, ok, errors)
+    return Timeline(bucket_s, start, ok, errors, served)
 
 
 def nice_ceiling(x: float) -> float:
@@ -136,6 +163,19 @@ def nice_ceiling(x: float) -> float:
     return 10 * exp  # pragma: no cover - the loop always returns
 
 
+def axis_ticks(peak: float, most: int = 5) -> list[float]:
+    """Tick values for a rate axis from 0 up to at least `peak`: evenly spaced by 1, 2,
+    2.5 or 5 times 10^k (never less than 1: counts are whole), at most `most`
+    intervals; `[0, 1]` when `peak` ≤ 0."""
+    if peak <= 0:
+        return [0.0, 1.0]
+    want = max(1.0, peak / most)
+    exp = 10 ** math.floor(math.log10(want))
+    step = next(m * exp for m in (1, 2, 2.5, 5, 10) if m * exp >= want - 1e-9)
+    n = math.ceil(peak / step - 1e-9)
+    return [i * step for i in range(n + 1)]
+
+
 def _f(x: float) -> str:
     return f"{x:.1f}"
 
@@ -143,6 +183,18 @@ def _f(x: float) -> str:
 def _kind(step: Mapping[str, Any]) -> str:
     kind = str(step.get("kind") or ("fault" if step.get("fault_s") is not None else "traffic"))
     return kind if kind in ("fault", "repair") else "traffic"
+
+
+@dataclass(frozen=True, slots=True)
+class _Panel:
+    key: str
+    title: str
+    top: float
+    height: float
+
+    @property
+    def bottom(self) -> float:
+        return self.top + self.height
 
 
 def timeline_svg(
@@ -159,35 +211,57 @@ def timeline_svg(
             `kind`: "fault", "repair" or "traffic", and `fault_s`, when the action
             happened).
         versions: (time, version) when the client started following each control
-            version: a small labelled mark under the requests panel.
+            version: a labelled mark in a row under the time axis.
         width: the drawing width in pixels.
 
     Returns:
-        SVG markup: a requests/s panel (one line per zone), an errors/s panel (bars per
-        zone), a band per step labelled with its name (class ``step``, attribute
-        ``data-step``), a dashed line at each fault (class ``fault``), a time axis in
-        seconds and a legend.
+        SVG markup, panels stacked on one time axis, each with its title above it and
+        its own ticks: requests/s by the zone whose LB answered, requests/s by the zone
+        whose backends served (when the timeline has those counts), one line per zone
+        (class ``series``, ``data-panel`` "answered" or "served"); errors/s by the
+        zone of the device (bars, class ``errors``). A band per step labelled with its
+        name (class ``step``, attribute ``data-step``), a dashed line at each fault
+        (class ``fault``) or repair (``repair``), and a legend above the plot, where
+        it covers no line.
     """
-    left, right, top = 56, 16, 46
-    main_h, gap, err_h, bottom = 220, 40, 70, 34
-    height = top + main_h + gap + err_h + bottom
+    left, right = 56, 16
     plot_w = width - left - right
+    legend_y, labels_y, top = 16, 40, 56
+    title_h = 24  # room above each panel for its title
+    rate = 1.0 / tl.bucket_s
+    zones = list(tl.ok)
+    has_served = any(any(v) for v in tl.served.values())
+    panels: list[_Panel] = []
+    y = top
+    specs = [("answered", "requests/s, by the zone whose LB answered", 150.0)]
+    if has_served:
+        specs.append(("served", "requests/s, by the zone whose backends served", 150.0))
+    specs.append(("errors", "errors/s, by the zone of the device", 60.0))
+    for key, title, h in specs:
+        panels.append(_Panel(key, title, y + title_h, h))
+        y = panels[-1].bottom
+    bottom = y
+    axis_h = 24
+    versions_h = 24 if versions else 0
+    height = int(bottom + axis_h + versions_h + 8)
     t0, t1 = tl.start, max(tl.end, tl.start + tl.bucket_s)
 
     def x(t: float) -> float:
         return left + (min(max(t, t0), t1) - t0) / (t1 - t0) * plot_w
 
-    rate = 1.0 / tl.bucket_s
-    ok_max = nice_ceiling(max((max(v, default=0) for v in tl.ok.values()), default=0) * rate)
-    err_max = nice_ceiling(max((max(v, default=0) for v in tl.errors.values()), default=0) * rate)
-    main_y0 = top + main_h
-    err_top = main_y0 + gap
-    err_y0 = err_top + err_h
+    peak_ok = max((max(v, default=0) for v in (*tl.ok.values(), *tl.served.values())), default=0)
+    peak_err = max((max(v, default=0) for v in tl.errors.values()), default=0)
+    ticks = {
+        "answered": axis_ticks(peak_ok * rate),
+        "served": axis_ticks(peak_ok * rate),  # the same scale: the two panels compare
+        "errors": axis_ticks(peak_err * rate, most=2),
+    }
     out: list[str] = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img" class="timeline" '
         'font-family="system-ui, sans-serif" font-size="11">',
-        "<title>requests/s and errors/s by zone, with the drill steps</title>",
+        "<title>requests/s by the zone that answered and that served, and errors/s, "
+        "with the drill steps</title>",
     ]
     # Step bands and labels: alternate shades, fault steps tinted.
     for i, st in enumerate(steps):
@@ -199,10 +273,10 @@ def timeline_svg(
         name = html.escape(str(st["name"]))
         out.append(
             f'<g class="step" data-step="{name}"><rect x="{_f(a)}" y="{top}" '
-            f'width="{_f(max(0.0, b - a))}" height="{err_y0 - top}" fill="{fill}"/>'
-            f'<line x1="{_f(a)}" y1="{top - 14}" x2="{_f(a)}" y2="{err_y0}" stroke="#aab7b8" '
-            'stroke-width="0.8"/>'
-            f'<text x="{_f(a + 3)}" y="{top - 18 + (i % 2) * 10}" fill="#2c3e50">{name}</text>'
+            f'width="{_f(max(0.0, b - a))}" height="{bottom - top}" fill="{fill}"/>'
+            f'<line x1="{_f(a)}" y1="{labels_y - 10}" x2="{_f(a)}" y2="{bottom}" '
+            'stroke="#aab7b8" stroke-width="0.8"/>'
+            f'<text x="{_f(a + 3)}" y="{labels_y + (i % 2) * 11}" fill="#2c3e50">{name}</text>'
             f"<title>{name}: {html.escape(str(st.get('title', '')))}</title></g>"
         )
     for st in steps:
@@ -213,9 +287,42 @@ def timeline_svg(
         color = FAULT_COLOR if kind == "fault" else REPAIR_COLOR
         out.append(
             f'<line class="{kind}" data-step="{html.escape(str(st["name"]))}" x1="{_f(fx)}" '
-            f'y1="{top}" x2="{_f(fx)}" y2="{err_y0}" stroke="{color}" '
+            f'y1="{top}" x2="{_f(fx)}" y2="{bottom}" stroke="{color}" '
             'stroke-width="1.2" stroke-dasharray="4 3"/>'
         )
+    # Each panel: title above it, grid and ticks of its own, a frame.
+    for p in panels:
+        out.append(
+            f'<text class="panel-title" x="{left}" y="{_f(p.top - 7)}" fill="#2c3e50" '
+            f'font-weight="600">{html.escape(p.title)}</text>'
+            f'<rect x="{left}" y="{_f(p.top)}" width="{plot_w}" height="{_f(p.height)}" '
+            'fill="none" stroke="#aab7b8" stroke-width="0.8"/>'
+        )
+        values = ticks[p.key]
+        if p.key == "errors" and not peak_err:
+            values = []  # "no failed requests" says it; a 0-1 scale would only confuse
+        for v in values:
+            ty = p.bottom - v / values[-1] * p.height
+            out.append(
+                f'<line x1="{left}" y1="{_f(ty)}" x2="{left + plot_w}" y2="{_f(ty)}" '
+                'stroke="#d5dbdb" stroke-width="0.6"/>'
+                f'<text class="tick" data-panel="{p.key}" x="{left - 5}" y="{_f(ty + 4)}" '
+                f'text-anchor="end" fill="#566573">{v:g}</text>'
+            )
+    # The time axis.
+    span = t1 - t0
+    tick = nice_ceiling(span / 10)
+    t = math.ceil(t0 / tick) * tick
+    while t <= t1 + 1e-9:
+        tx = x(t)
+        out.append(
+            f'<line x1="{_f(tx)}" y1="{bottom}" x2="{_f(tx)}" y2="{bottom + 4}" stroke="#566573"/>'
+            f'<text x="{_f(tx)}" y="{bottom + 16}" text-anchor="middle" fill="#566573">'
+            f"{t:g}s</text>"
+        )
+        t += tick
+    # Control versions: a row of their own under the time axis.
+    vy = bottom + axis_h
     label_x = math.inf
     for vt, v in sorted(versions, reverse=True):
         if not t0 <= vt <= t1:
@@ -224,92 +331,72 @@ def timeline_svg(
         # Versions a few ms apart share one label: the latest.
         label = ""
         if label_x - vx > 24:
-            label = f'<text x="{_f(vx + 5)}" y="{main_y0 + 16}" fill="#5d6d7e">v{v}</text>'
+            label = f'<text x="{_f(vx + 6)}" y="{vy + 12}" fill="#5d6d7e">v{v}</text>'
             label_x = vx
         out.append(
-            f'<g class="version"><path d="M{_f(vx - 4)},{main_y0 + 1} L{_f(vx + 4)},{main_y0 + 1} '
-            f'L{_f(vx)},{main_y0 + 7} Z" fill="#5d6d7e"/>{label}'
+            f'<g class="version"><path d="M{_f(vx - 4)},{vy + 12} L{_f(vx + 4)},{vy + 12} '
+            f'L{_f(vx)},{vy + 4} Z" fill="#5d6d7e"/>{label}'
             f"<title>the client follows control version {v} from {vt:.2f}s</title></g>"
         )
-    # Axes and grid.
-    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = main_y0 - frac * main_h
-        out.append(
-            f'<line x1="{left}" y1="{_f(y)}" x2="{left + plot_w}" y2="{_f(y)}" '
-            'stroke="#d5dbdb" stroke-width="0.6"/>'
-            f'<text x="{left - 4}" y="{_f(y + 4)}" text-anchor="end" fill="#566573">'
-            f"{ok_max * frac:g}</text>"
-        )
-    for frac in (0.0, 1.0):
-        y = err_y0 - frac * err_h
-        out.append(
-            f'<line x1="{left}" y1="{_f(y)}" x2="{left + plot_w}" y2="{_f(y)}" '
-            'stroke="#d5dbdb" stroke-width="0.6"/>'
-            f'<text x="{left - 4}" y="{_f(y + 4)}" text-anchor="end" fill="#566573">'
-            f"{err_max * frac:g}</text>"
-        )
-    out.append(
-        f'<text x="{left + 4}" y="{top + 12}" fill="#566573">requests/s answered, by the zone '
-        "that answered</text>"
-        f'<text x="{left + 4}" y="{err_top - 6}" fill="#566573">errors/s, by the zone of the '
-        "device</text>"
-    )
-    span = t1 - t0
-    tick = nice_ceiling(span / 10)
-    t = math.ceil(t0 / tick) * tick
-    while t <= t1 + 1e-9:
-        tx = x(t)
-        out.append(
-            f'<line x1="{_f(tx)}" y1="{err_y0}" x2="{_f(tx)}" y2="{err_y0 + 4}" stroke="#566573"/>'
-            f'<text x="{_f(tx)}" y="{err_y0 + 16}" text-anchor="middle" fill="#566573">'
-            f"{t:g}s</text>"
-        )
-        t += tick
     # Series.
-    zones = list(tl.ok)
+    by_panel = {p.key: p for p in panels}
+    top_ok = ticks["answered"][-1]
     for zi, zone in enumerate(zones):
         color = ZONE_COLORS[zi % len(ZONE_COLORS)]
-        pts = []
-        for i, n in enumerate(tl.ok[zone]):
-            px = x(t0 + (i + 0.5) * tl.bucket_s)
-            py = main_y0 - min(1.0, n * rate / ok_max) * main_h
-            pts.append(f"{_f(px)},{_f(py)}")
-        out.append(
-            f'<polyline class="series" data-zone="{html.escape(zone)}" fill="none" '
-            f'stroke="{color}" stroke-width="1.6" points="{" ".join(pts)}"/>'
-        )
+        for key, counts in (("answered", tl.ok[zone]), ("served", tl.served.get(zone, []))):
+            if key not in by_panel:
+                continue
+            p = by_panel[key]
+            pts = []
+            for i, n in enumerate(counts):
+                px = x(t0 + (i + 0.5) * tl.bucket_s)
+                py = p.bottom - min(1.0, n * rate / top_ok) * p.height
+                pts.append(f"{_f(px)},{_f(py)}")
+            out.append(
+                f'<polyline class="series" data-zone="{html.escape(zone)}" '
+                f'data-panel="{key}" fill="none" stroke="{color}" stroke-width="1.6" '
+                f'points="{" ".join(pts)}"/>'
+            )
+        errors = by_panel["errors"]
+        top_err = ticks["errors"][-1]
         bar_w = max(1.0, plot_w * tl.bucket_s / (t1 - t0) / max(1, len(zones)))
         for i, n in enumerate(tl.errors.get(zone, [])):
             if not n:
                 continue
-            h = min(1.0, n * rate / err_max) * err_h
+            h = min(1.0, n * rate / top_err) * errors.height
             bx = x(t0 + i * tl.bucket_s) + zi * bar_w
             out.append(
                 f'<rect class="errors" data-zone="{html.escape(zone)}" x="{_f(bx)}" '
-                f'y="{_f(err_y0 - h)}" width="{_f(bar_w)}" height="{_f(h)}" fill="{color}">'
-                f"<title>{html.escape(zone)}: {n * rate:g} errors/s</title></rect>"
+                f'y="{_f(errors.bottom - h)}" width="{_f(bar_w)}" height="{_f(h)}" '
+                f'fill="{color}"><title>{html.escape(zone)}: {n * rate:g} errors/s</title></rect>'
             )
-    if not any(any(v) for v in tl.errors.values()):
+    if not peak_err:
+        e = by_panel["errors"]
         out.append(
-            f'<text x="{left + plot_w / 2:.1f}" y="{err_top + err_h / 2 + 4:.1f}" '
+            f'<text x="{left + plot_w / 2:.1f}" y="{e.top + e.height / 2 + 4:.1f}" '
             'text-anchor="middle" fill="#1e8449" font-size="13">no failed requests</text>'
         )
-    # Legend.
-    lx = left + plot_w - 10
-    for zi, zone in enumerate(reversed(zones)):
-        color = ZONE_COLORS[(len(zones) - 1 - zi) % len(ZONE_COLORS)]
+    # Legend: one row above the plot, where it covers no line.
+    lx = float(left)
+    items: list[tuple[str, str]] = [
+        (f'stroke="{ZONE_COLORS[zi % len(ZONE_COLORS)]}" stroke-width="3"', zone)
+        for zi, zone in enumerate(zones)
+    ]
+    items.append((f'stroke="{FAULT_COLOR}" stroke-width="1.2" stroke-dasharray="4 3"', "fault"))
+    items.append((f'stroke="{REPAIR_COLOR}" stroke-width="1.2" stroke-dasharray="4 3"', "repair"))
+    for style, label in items:
         out.append(
-            f'<g class="legend"><line x1="{lx - 24}" y1="{top + 10 + 0}" x2="{lx - 8}" '
-            f'y2="{top + 10}" stroke="{color}" stroke-width="3"/>'
-            f'<text x="{lx - 28}" y="{top + 14}" text-anchor="end" fill="#2c3e50">'
-            f"{html.escape(zone)}</text></g>"
+            f'<g class="legend"><line x1="{_f(lx)}" y1="{legend_y - 4}" x2="{_f(lx + 18)}" '
+            f'y2="{legend_y - 4}" {style}/><text x="{_f(lx + 23)}" y="{legend_y}" '
+            f'fill="#2c3e50">{html.escape(label)}</text></g>'
         )
-        lx -= 24 + 8 * len(zone) + 20
-    out.append(
-        f'<g class="legend"><line x1="{lx - 24}" y1="{top + 10}" x2="{lx - 8}" y2="{top + 10}" '
-        f'stroke="{FAULT_COLOR}" stroke-dasharray="4 3"/><text x="{lx - 28}" y="{top + 14}" '
-        'text-anchor="end" fill="#2c3e50">fault</text></g>'
-    )
+        lx += 23 + 7 * len(label) + 18
+    if versions:
+        out.append(
+            f'<g class="legend"><path d="M{_f(lx + 5)},{legend_y} L{_f(lx + 13)},{legend_y} '
+            f'L{_f(lx + 9)},{legend_y - 8} Z" fill="#5d6d7e"/><text x="{_f(lx + 18)}" '
+            f'y="{legend_y}" fill="#2c3e50">the client follows a new control version</text></g>'
+        )
     out.append("</svg>")
     return "\n".join(out)
 

@@ -173,7 +173,8 @@ class SdkRouter:
         value = resp.headers.get("x-zonegate-version", "0")
         version = int(value) if value.isdigit() else 0
         backend = resp.headers.get("x-backend", "")
-        return Outcome(zone, backend, resp.status_code, "", home, version, zone != home)
+        served = resp.headers.get("x-zone", "")
+        return Outcome(zone, backend, resp.status_code, "", home, version, zone != home, served)
 
     async def close(self) -> None:
         if self._watch is not None:
