@@ -36,7 +36,13 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from tests.peers.processes import Proc, start_process
+from tests.peers.processes import (
+    Proc,
+    ProcessError,
+    addr_in_use,
+    retry_addr_in_use,
+    start_process,
+)
 
 pytestmark = pytest.mark.timeout(240)  # covers a first-time `apt-get install unbound`
 
@@ -322,28 +328,44 @@ def stack(unbound_bin: str, tmp_path: Path) -> Iterator[Stack]:
         ub_dir = tmp_path / "unbound"
         ub_dir.mkdir()
         (ub_dir / "root.hints").write_text(ROOT_HINTS)
-        ub_port = _free_udp_tcp_port()
-        conf = ub_dir / "unbound.conf"
-        conf.write_text(
-            UNBOUND_CONF.format(
-                port=ub_port, dir=ub_dir, cache_max_ttl=CACHE_MAX_TTL, zg_port=zg_port
+
+        def start_unbound() -> tuple[Proc, int]:
+            # unbound's port is in its config: pick it, and pick again if unbound
+            # found it taken (it exits saying "Address already in use").
+            ub_port = _free_udp_tcp_port()
+            conf = ub_dir / "unbound.conf"
+            conf.write_text(
+                UNBOUND_CONF.format(
+                    port=ub_port, dir=ub_dir, cache_max_ttl=CACHE_MAX_TTL, zg_port=zg_port
+                )
             )
-        )
-        check = subprocess.run(
-            [str(Path(unbound_bin).with_name("unbound-checkconf")), str(conf)],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        assert check.returncode == 0, f"unbound-checkconf: {check.stdout}{check.stderr}"
-        ub = Proc([unbound_bin, "-d", "-c", str(conf)], None).spawn()
-        procs.append(ub)
-        deadline = time.monotonic() + 15.0
-        try:
-            _wait_answer(ub_port, "ns1.example.test", deadline, rd=True)
-        except AssertionError as e:
-            log = (ub_dir / "unbound.log").read_text(errors="replace")[-3000:]
-            raise AssertionError(f"{e}\n{ub.describe()}\n--- unbound.log ---\n{log}") from None
+            check = subprocess.run(
+                [str(Path(unbound_bin).with_name("unbound-checkconf")), str(conf)],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            assert check.returncode == 0, f"unbound-checkconf: {check.stdout}{check.stderr}"
+            (ub_dir / "unbound.log").unlink(missing_ok=True)
+            ub = Proc([unbound_bin, "-d", "-c", str(conf)], None).spawn()
+            procs.append(ub)
+            deadline = time.monotonic() + 15.0
+            while True:
+                try:
+                    _wait_answer(ub_port, "ns1.example.test", time.monotonic() + 0.5, rd=True)
+                    return ub, ub_port
+                except AssertionError as e:
+                    if ub.alive and time.monotonic() < deadline:
+                        continue
+                    log_path = ub_dir / "unbound.log"
+                    log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+                    ub.stop(timeout=3.0)
+                    what = f"{e}\n{ub.describe()}\n--- unbound.log ---\n{log}"
+                    if addr_in_use(what):
+                        raise ProcessError(what) from None
+                    raise AssertionError(what) from None
+
+        ub, ub_port = retry_addr_in_use(start_unbound)
         yield Stack(zg, zg_port, zg.match["admin"], ub, ub_port, zone_a, zone_b, ub_dir)
     finally:
         for p in reversed(procs):

@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.lbharness import Topo, start_lb
 from tests.peers.processes import CONTROL_OPERATOR as OPERATOR
-from tests.peers.processes import free_port, start_control
+from tests.peers.processes import free_port, retry_addr_in_use, start_control
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -26,13 +26,24 @@ def test_lb_follows_control_versions_and_admin_states(backend_factory, tmp_path)
     topo = Topo()
     topo.pool("web", [b1, b2])
     topo.listener("web")
-    admin_port = free_port()
-    topo.doc["zones"]["z1"]["lb_admin"] = f"127.0.0.1:{admin_port}"
-    path = topo.write(tmp_path / "topology.yaml")
-    control, url = start_control(tmp_path, path)
     cache = tmp_path / "lb-cache.json"
-    extra = ["--control", "http://127.0.0.1:1", "--control", url, "--control-cache", str(cache)]
-    lb = start_lb(tmp_path, topo, extra=extra, admin_port=admin_port)
+
+    def start_both():
+        # The control plane polls the LB's admin port named in the file: pick it, and
+        # pick again (restarting both) if it was taken before the LB bound it.
+        admin_port = free_port()
+        topo.doc["zones"]["z1"]["lb_admin"] = f"127.0.0.1:{admin_port}"
+        control, url = start_control(tmp_path, topo.write(tmp_path / "topology.yaml"))
+        extra = ["--control", "http://127.0.0.1:1", "--control", url]
+        extra += ["--control-cache", str(cache)]
+        try:
+            lb = start_lb(tmp_path, topo, extra=extra, admin_port=admin_port)
+        except BaseException:
+            control.kill()
+            raise
+        return control, url, extra, lb
+
+    control, url, extra, lb = retry_addr_in_use(start_both)
     try:
         assert _version_seen(lb) == 1
 

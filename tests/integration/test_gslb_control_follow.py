@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.dns.conftest import HealthTarget
-from tests.peers.processes import CONTROL_OPERATOR, Proc, free_port, start_control, start_process
+from tests.peers.processes import CONTROL_OPERATOR, Proc, start_control, start_process
 from zonegate.balance.shard import shard_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -78,13 +78,15 @@ def _wait(what: str, check: Callable[[], bool], since: float, within: float = 5.
 
 
 def _start_dns(path: Path, *control: str) -> tuple[Proc, int]:
-    port = free_port()
+    """Start `zonegate dns` on port 0 (it binds it itself); returns it and its port."""
     argv = [
-        sys.executable, "-m", "zonegate", "dns", str(path), "--listen", f"127.0.0.1:{port}",
+        sys.executable, "-m", "zonegate", "dns", str(path), "--listen", "127.0.0.1:0",
         "--admin", "127.0.0.1:0", *control,
     ]  # fmt: skip
-    proc = start_process(argv, r"zonegate dns ready", timeout=20, env={"ZONEGATE_BUG_RAISE": "0"})
-    return proc, port
+    ready = r"zonegate dns ready: udp\+tcp 127\.0\.0\.1:(?P<port>\d+),"
+    proc = start_process(argv, ready, timeout=20, env={"ZONEGATE_BUG_RAISE": "0"})
+    assert proc.match is not None
+    return proc, int(proc.match["port"])
 
 
 def _vips(port: int) -> set[str]:

@@ -26,6 +26,7 @@ import psutil
 import pytest
 from rich.console import Console
 
+from tests.peers.processes import ProcessError, addr_in_use, free_port, retry_addr_in_use
 from zonegate.balance.shard import zone_for
 from zonegate.lab import demo
 from zonegate.lab.demo import (
@@ -634,16 +635,7 @@ def test_demo_fails_cleanly_when_a_backend_cannot_start(tmp_path):
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     taken = holder.getsockname()[1]
-    ports = {8101: taken, **{p: demo.free_port() for p in (8102, 8103, 8201, 8202, 8203)}}
-    ports |= {p: demo.free_port() for p in (8080, 8090, 9901, 9902, 5353, 9953, 8053)}
-    # One pass: a new port may start with an old one (53535 and 5353).
-    text = re.sub(
-        r"127\.0\.0\.1:(\d+)\b",
-        lambda m: f"127.0.0.1:{ports.get(int(m[1]), m[1])}",
-        EXAMPLE.read_text(),
-    )
     topo_path = tmp_path / "t.yaml"
-    topo_path.write_text(text)
     report_path = tmp_path / "report.json"
     script = textwrap.dedent(
         f"""
@@ -654,10 +646,28 @@ def test_demo_fails_cleanly_when_a_backend_cannot_start(tmp_path):
         """
     )
     env = dict(os.environ, ZONEGATE_DEMO_DIR=str(tmp_path / "run"))
-    try:
-        proc = subprocess.run(
+
+    def run() -> subprocess.CompletedProcess[str]:
+        # The other ports are picked free; when one of them was taken before the demo
+        # bound it (another failure than cp-1's), pick them again and rerun.
+        ports = {8101: taken, **{p: free_port() for p in (8102, 8103, 8201, 8202, 8203)}}
+        ports |= {p: free_port() for p in (8080, 8090, 9901, 9902, 5353, 9953, 8053)}
+        # One pass: a new port may start with an old one (53535 and 5353).
+        text = re.sub(
+            r"127\.0\.0\.1:(\d+)\b",
+            lambda m: f"127.0.0.1:{ports.get(int(m[1]), m[1])}",
+            EXAMPLE.read_text(),
+        )
+        topo_path.write_text(text)
+        done = subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
         )
+        if "cp-1 exited" not in done.stdout and addr_in_use(done.stdout + done.stderr):
+            raise ProcessError(done.stdout + done.stderr)
+        return done
+
+    try:
+        proc = retry_addr_in_use(run)
     finally:
         holder.close()
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests.peers.processes import free_port, start_process
+from tests.peers.processes import free_port, retry_addr_in_use, start_process
 
 SERVE_READY = r"probe server \S+ listening on 127\.0\.0\.1:(?P<port>\d+)"
 
@@ -19,8 +19,10 @@ def serve(name: str, port: int):
 
 
 def test_prober_measures_an_outage_and_names_the_nodes():
-    port = free_port()
-    a = serve("a", port)
+    # `serve --listen` takes ports 1-65535 only: pick one, and pick again if it was taken.
+    a = retry_addr_in_use(lambda: serve("a", free_port()))
+    assert a.match is not None
+    port = int(a.match["port"])
     argv = [sys.executable, "-m", "zonegate.lab.probe", "probe", f"127.0.0.1:{port}"]
     prober = subprocess.Popen(
         [*argv, "--events", "--duration", "20s"], stdout=subprocess.PIPE, text=True
