@@ -134,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ctrl.add_argument("file", help="topology YAML file")
     ctrl.add_argument(
-        "--store", default=None, help="sqlite:///PATH or memory:// (default: DATA_DIR/control.db)"
+        "--store",
+        default=None,
+        metavar="URL",
+        help="sqlite:///PATH (default: DATA_DIR/control.db), memory://, or "
+        "etcd://HOST:PORT,HOST:PORT[/PREFIX] (an etcd v3 cluster; docs/control.md#etcd)",
     )
     ctrl.add_argument(
         "--listen", default="127.0.0.1:9900", help="HOST:PORT (default 127.0.0.1:9900)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -216,3 +218,87 @@ def test_sigterm_answers_open_long_polls_at_once(tmp_path: Path) -> None:
     print(f"\nstopped {stopped * 1000:.0f} ms after SIGTERM with 3 open long-polls")
     assert answers == [304, 304, 304]
     assert stopped < 3  # uvicorn would wait up to timeout_graceful_shutdown (5 s)
+
+
+def test_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Issue 12 item 24: `zonegate control` on an address another socket listens on
+    prints one line naming the address (not uvicorn's traceback) and exits 2."""
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(json.dumps(TOPO_DATA))
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps({"tokens": [{"name": "ops", "role": "operator", "sha256": hash_token("t")}]})
+    )
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [sys.executable, "-m", "zonegate", "control", str(topo), "--store", "memory://",
+             "--tokens", str(tokens), "--listen", address],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"zonegate control: cannot listen on {address}: Address already in use"
+    ]
+
+
+def test_ctl_401_and_403_say_how_to_pass_a_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 28: a refused token names --token / ZONEGATE_TOKEN and the
+    control plane's --tokens file, instead of a bare 401."""
+    monkeypatch.delenv("ZONEGATE_TOKEN", raising=False)
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(json.dumps(TOPO_DATA))
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps(
+            {
+                "tokens": [
+                    {"name": "ops", "role": "operator", "sha256": hash_token("t")},
+                    {"name": "viewer", "role": "read", "sha256": hash_token("r")},
+                ]
+            }
+        )
+    )
+    argv = [
+        sys.executable, "-m", "zonegate.control.server", str(topo),
+        "--store", "memory://", "--listen", "127.0.0.1:0", "--tokens", str(tokens),
+    ]  # fmt: skip
+    proc = start_process(argv, READY, timeout=20, env={"ZONEGATE_BUG_RAISE": "0"})
+    try:
+        assert proc.match is not None
+        write = ["--control", proc.match["url"], "zone", "shanghai", "drain", "--reason", "r"]
+        status, _, err = _ctl(*write)
+        assert status == 1
+        assert err.startswith("zonegate ctl: 401 ")
+        assert "--token TOKEN or set ZONEGATE_TOKEN" in err
+        assert "zonegate control --tokens FILE" in err
+        status, _, err = _ctl(*write, "--token", "wrong")
+        assert status == 1
+        assert "401 unknown token" in err
+        assert "not one it knows" in err
+        status, _, err = _ctl(*write, "--token", "r")
+        assert status == 1
+        assert "403" in err
+        assert "role is operator" in err
+        status, out, err = _ctl(*write, "--token", "t")
+        assert (status, err) == (0, "")
+        assert out.startswith("version 2")
+    finally:
+        assert proc.stop() == 0, proc.describe()
+
+
+def test_control_help_lists_every_store() -> None:
+    """Issue 12 item 28: `zonegate control --help` names etcd:// beside sqlite and memory."""
+    done = subprocess.run(
+        [sys.executable, "-m", "zonegate", "control", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for scheme in ("sqlite:///PATH", "memory://", "etcd://HOST:PORT,HOST:PORT[/PREFIX]"):
+        assert scheme in text

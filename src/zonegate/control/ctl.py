@@ -15,7 +15,8 @@ comes from `--token` or ZONEGATE_TOKEN. The global options may also come after t
 command.
 
 Exit status: 0 done; 1 the control plane refused (its HTTP status and detail are
-printed); 2 a usage error (bad arguments, unreadable split file); 3 no control URL
+printed; after a 401 or 403, how to pass a token and where tokens come from); 2 a
+usage error (bad arguments, unreadable split file); 3 no control URL
 answered.
 """
 
@@ -50,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         f"(default: $ZONEGATE_CONTROL or {DEFAULT_CONTROL})",
     )
     common.add_argument(
-        "--token", default=argparse.SUPPRESS, help="API token (default: $ZONEGATE_TOKEN)"
+        "--token",
+        default=argparse.SUPPRESS,
+        help="API token: operator for writes, read or operator for reads "
+        "(default: $ZONEGATE_TOKEN)",
     )
     common.add_argument(
         "--timeout", type=float, default=argparse.SUPPRESS, help="seconds per request (10)"
@@ -132,6 +136,9 @@ def run_ctl(argv: list[str], *, out: TextIO | None = None, err: TextIO | None = 
             continue
         if resp.status_code >= 400:
             print(f"zonegate ctl: {resp.status_code} {_detail(resp)}", file=err)
+            hint = _auth_hint(resp.status_code, sent=bool(token))
+            if hint:
+                print(hint, file=err)
             return EXIT_REFUSED
         show(resp.json(), out)
         return EXIT_OK
@@ -187,6 +194,25 @@ def _read_split(path: str) -> Any:
     if not isinstance(data, dict):
         raise _Usage(f"--file {path}: expected a mapping {{sharding, zones}}")
     return data
+
+
+def _auth_hint(status: int, *, sent: bool) -> str:
+    """How to get past a 401 or 403 (empty for any other status)."""
+    where = (
+        "  The control plane accepts the tokens whose sha256 is in the file it was started "
+        "with (zonegate control --tokens FILE; without one it refuses every write). "
+        "See docs/control.md#auth."
+    )
+    if status == 401 and not sent:
+        return (
+            "  No token was sent: pass --token TOKEN or set ZONEGATE_TOKEN (writes need an "
+            "operator token, reads a read or operator token).\n" + where
+        )
+    if status == 401:
+        return "  The token given (--token or ZONEGATE_TOKEN) is not one it knows.\n" + where
+    if status == 403:
+        return "  Writes need a token whose role is operator in that file.\n" + where
+    return ""
 
 
 def _detail(resp: httpx.Response) -> str:

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from types import FrameType
@@ -128,7 +129,8 @@ def run_control(
 
     Returns:
         0 after a clean stop; 1 for a bad topology or token file; 2 for a bad listen
-        address or store URL, or a store that cannot be opened.
+        address or one that cannot be bound (taken, not local), a bad store URL, or a
+        store that cannot be opened.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -154,11 +156,32 @@ def run_control(
         print(f"zonegate control: --listen: {e}", file=sys.stderr)
         return 2
     try:
-        store, resolved = open_store(store_url, data_dir)
-    except (StoreUrlError, OSError) as e:
-        print(f"zonegate control: --store: {e}", file=sys.stderr)
+        sock = _bind(*host_port)
+    except OSError as e:
+        # create_server's own message repeats the address; the errno's text says it all
+        reason = os.strerror(e.errno) if e.errno and e.errno > 0 else e.strerror or str(e)
+        print(f"zonegate control: cannot listen on {listen}: {reason}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(path, topo, store, resolved, tokens, host_port))
+    with sock:
+        try:
+            store, resolved = open_store(store_url, data_dir)
+        except (StoreUrlError, OSError) as e:
+            print(f"zonegate control: --store: {e}", file=sys.stderr)
+            return 2
+        return asyncio.run(_serve(path, topo, store, resolved, tokens, sock))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound here rather than inside uvicorn so that a
+    taken address is one clear line (uvicorn logs it and exits from a task).
+
+    Raises:
+        OSError: The address is taken, not local, or the host does not resolve.
+    """
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return socket.create_server(address, family=family, backlog=2048)
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -175,7 +198,7 @@ async def _serve(
     store: Store,
     store_url: str,
     tokens: TokenTable,
-    address: tuple[str, int],
+    sock: socket.socket,
 ) -> int:
     import uvicorn
 
@@ -190,8 +213,6 @@ async def _serve(
     app = create_app(topo, store, tokens, reports=lambda: poller.reports)
     config = uvicorn.Config(
         app,
-        host=address[0],
-        port=address[1],
         log_level="warning",
         access_log=False,
         lifespan="off",
@@ -218,7 +239,7 @@ async def _serve(
     # store and exiting 0. These handlers make that second delivery harmless (and stop
     # a server that is still starting).
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             if task.done():
@@ -226,10 +247,10 @@ async def _serve(
                 print("zonegate control: the server did not start", file=sys.stderr)
                 return 2
             await asyncio.sleep(0.01)
-        sock = server.servers[0].sockets[0].getsockname()
-        host = f"[{sock[0]}]" if ":" in sock[0] else sock[0]
+        bound = sock.getsockname()
+        host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         print(
-            f"zonegate control ready: http://{host}:{sock[1]} version {version} store {store_url}",
+            f"zonegate control ready: http://{host}:{bound[1]} version {version} store {store_url}",
             flush=True,
         )
         await task
