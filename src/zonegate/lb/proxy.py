@@ -13,8 +13,21 @@ One `Exchange` is one request/response. Its life::
                 │ connect failed / reset before any response byte
                 └─> passive failure; retry on another backend if allowed; else 502/504
 
+Request framing is ours: llhttp checks one head at a time (fed exactly the head's
+bytes), and the body is read by count (Content-Length) or by http1.ChunkedDecoder. So
+the end of every request is known, and an upstream connection goes back to the idle
+pool only when both its request and its response were complete.
+
+An Upgrade request (WebSocket, h2c) is forwarded with its Upgrade field and body. A 101
+from the backend turns the pair into a `Tunnel` (bytes both ways, half-closes passed
+on); any other answer is a plain response, after which the client connection closes
+(its bytes after the request belong to a protocol that was not agreed).
+
 Timeouts are deadlines checked by the worker's sweeper every 100 ms, not timers per
 request: the header timeout (slowloris), the client idle time, the upstream read time.
+The upstream read time runs once the request is sent, or while the backend does not
+take the body; never while the client is slow to send it (a client's fault is never
+the backend's).
 """
 
 from __future__ import annotations
@@ -62,10 +75,12 @@ seen yet), as haproxy's redispatch and Envoy's previous_priorities retry plugin 
 IDLE, HEAD, BODY = 0, 1, 2
 
 # Reasons to pause reading from the client (bit flags)
-P_PIPELINE, P_UPSTREAM, P_PENDING, P_REFUSED = 1, 2, 4, 8
+P_PIPELINE, P_UPSTREAM, P_PENDING, P_REFUSED, P_UPGRADE = 1, 2, 4, 8, 16
+
 _HELD_BY_UPSTREAM = P_UPSTREAM | P_PENDING
 
 _CRLF = b"\r\n"
+_HEAD_END = b"\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -77,24 +92,33 @@ class ClientConnection(asyncio.Protocol):
     """One downstream (client) connection of an HTTP listener."""
 
     __slots__ = (
+        "body_left",
+        "chunks",
         "closing",
         "deadline",
+        "early",
         "eof",
         "error",
         "exchange",
+        "ext_method",
         "feeding",
         "head_raw",
+        "head_tail",
         "header_bytes",
         "headers",
         "listener",
         "parser",
+        "parser_fresh",
         "paused",
         "peer_ip",
         "queue",
         "reading",
         "refused",
+        "start_buf",
+        "stopped",
         "transport",
-        "upgraded",
+        "tunnel",
+        "upgrading",
         "url",
         "worker",
         "write_paused",
@@ -104,7 +128,8 @@ class ClientConnection(asyncio.Protocol):
         self.worker = worker
         self.listener = listener
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = self._new_parser()
+        self.parser_fresh = True
         self.reading = IDLE
         self.deadline = INF
         self.url = b""
@@ -119,9 +144,30 @@ class ClientConnection(asyncio.Protocol):
         self.error: tuple[int, str] | None = None
         self.closing = False
         self.eof = False
-        self.upgraded = False
         self.refused: tuple[int, str] | None = None
         self.peer_ip = b"-"
+        self.body_left = 0
+        """Content-Length bytes still to read of the request being read."""
+        self.chunks: http1.ChunkedDecoder | None = None
+        self.head_tail = b""
+        """The last bytes (up to 3) of the head read so far: its end may straddle reads."""
+        self.start_buf = b""
+        """The first bytes of a request whose method is not complete yet."""
+        self.ext_method: bytes | None = None
+        """The real method of the request being read, when llhttp was given GET."""
+        self.stopped = False
+        """Nothing more is read as HTTP (after Connection: close, or an Upgrade)."""
+        self.upgrading: Exchange | None = None
+        """The Upgrade request waiting for its answer (101: tunnel; else close)."""
+        self.early: list[bytes] = []
+        self.tunnel: Tunnel | None = None
+
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        parser = httptools.HttpRequestParser(self)
+        # HTTP/1.2 and up are read as 1.1 (RFC 9110 §2.5); check_request answers 505
+        # for other versions. No other leniency: llhttp stays strict.
+        parser.set_dangerous_leniencies(lenient_version=True)
+        return parser
 
     # asyncio callbacks
 
@@ -142,6 +188,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.worker.connections.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
         ex = self.exchange
         if ex is not None:
             self.exchange = None
@@ -155,6 +203,9 @@ class ClientConnection(asyncio.Protocol):
         # stops while we hold the backend back (the wait is not the backend's fault);
         # the client gets client_idle to read again, as when it stops sending.
         self.write_paused = True
+        if self.tunnel is not None:
+            self.tunnel.up.pause_reading()
+            return
         deadline = self.worker.now + self.listener.idle_timeout
         if deadline < self.deadline:
             self.deadline = deadline
@@ -164,6 +215,9 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.tunnel is not None:
+            self.tunnel.up.resume_reading()
+            return
         if self.reading == IDLE:
             self.deadline = (
                 INF if self.exchange is not None else self.worker.now + self.listener.idle_timeout
@@ -175,35 +229,133 @@ class ClientConnection(asyncio.Protocol):
             ex.up.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing or self.upgraded or self.refused is not None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
             return
-        if self.reading != BODY:
-            self.head_raw += len(data)
+        if self.closing or self.refused is not None:
+            return
+        if self.upgrading is not None:
+            self._keep_early(data)
+            return
+        if self.stopped:
+            return
+        if self.start_buf:
+            data = self.start_buf + data
+            self.start_buf = b""
+        pos = 0
+        end = len(data)
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrade is hop-by-hop and removed: the request goes on as a plain one and
-            # the connection closes after its response (tunnels are not proxied).
-            self.upgraded = True
-            last = self.queue[-1] if self.queue else self.exchange
-            if last is not None:
-                last.keep_alive = False
+            while pos < end and not self.stopped and self.refused is None:
+                if self.reading == BODY:
+                    pos = self._read_body(data, pos)
+                else:
+                    pos = self._read_head(data, pos)
+                    if self.reading == HEAD:
+                        limits = self.listener.cfg.limits
+                        if self.head_raw > limits.header_bytes + limits.request_line_bytes:
+                            self._reject_now(431, "request header block too large")
+                            return
         except (httptools.HttpParserCallbackError, httptools.HttpParserError) as e:
             self._parse_failed(e)
             return
-        if self.reading == HEAD:
-            limits = self.listener.cfg.limits
-            if self.head_raw > limits.header_bytes + limits.request_line_bytes:
-                self._reject_now(431, "request header block too large")
-                return
+        except HttpParseError as e:
+            self.error = (e.hint, str(e))
+            self._parse_failed(e)
+            return
+        if self.upgrading is not None and pos < end:
+            self._keep_early(data[pos:])
         ex = self.exchange
         if ex is not None:
             ex.flush_upstream()
 
+    def _read_head(self, data: bytes, pos: int) -> int:
+        """Feed llhttp the head bytes in data[pos:], and no byte after the head."""
+        end = len(data)
+        piece_start = pos
+        prefix = b""
+        if self.reading == IDLE:
+            if not self.parser_fresh:
+                self.parser = self._new_parser()
+                self.parser_fresh = True
+            self.head_raw = 0
+            self.head_tail = b""
+            self.ext_method = None
+            sp = data.find(b" ", pos, pos + http1.MAX_METHOD + 1)
+            if sp < 0:
+                if end - pos <= http1.MAX_METHOD and http1.is_token(data[pos:]):
+                    # The method may go on in the next read.
+                    self.start_buf = data[pos:]
+                    self.deadline = self.worker.now + self.listener.header_timeout
+                    return end
+            else:
+                method = data[pos:sp]
+                if method not in http1.LLHTTP_METHODS and http1.is_token(method):
+                    # llhttp knows a fixed list of methods; any token is one (RFC 9110
+                    # §9.1). llhttp gets GET, which it frames like any other method.
+                    self.ext_method = method
+                    prefix = http1.METHOD_PLACEHOLDER
+                    piece_start = sp
+        stop = data.find(_HEAD_END, pos)
+        tail = self.head_tail
+        if tail:
+            # The end of the head may straddle the previous read and this one.
+            j = (tail + data[pos : pos + 3]).find(_HEAD_END)
+            if j >= 0:
+                stop = pos + j + 4 - len(tail)
+            elif stop >= 0:
+                stop += 4
+        elif stop >= 0:
+            stop += 4
+        if stop < 0:
+            stop = end
+        piece = data[piece_start:stop]
+        self.head_raw += stop - pos
+        self.head_tail = (tail + data[pos:stop])[-3:]
+        try:
+            self.parser.feed_data(prefix + piece if prefix else piece)
+        except httptools.HttpParserUpgrade:
+            # The head ended (on_headers_complete ran); the body is ours to read.
+            self.parser_fresh = False
+        return stop
+
+    def _read_body(self, data: bytes, pos: int) -> int:
+        ex = self.feeding
+        self.deadline = self.worker.now + self.listener.idle_timeout
+        chunks = self.chunks
+        if chunks is None:
+            take = min(len(data) - pos, self.body_left)
+            if ex is not None:
+                ex.client_body(data if pos == 0 and take == len(data) else data[pos : pos + take])
+            self.body_left -= take
+            pos += take
+            if not self.body_left:
+                self._message_done()
+            return pos
+        parts, pos = chunks.feed(data, pos)
+        if ex is not None:
+            for part in parts:
+                ex.client_body(part)
+        if chunks.done:
+            self.chunks = None
+            self._message_done()
+        return pos
+
+    def _keep_early(self, data: bytes) -> None:
+        """Client bytes after an Upgrade request, kept for the tunnel until the answer.
+
+        Reading pauses at once, so this holds one read at most.
+        """
+        self.early.append(data)
+        self.pause(P_UPGRADE)
+
     def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            return self.tunnel.eof("client")
         # A half-closed client may still read the response of a request it finished.
         self.eof = True
-        return self.exchange is not None and (self.reading == IDLE or self.refused is not None)
+        return self.exchange is not None and (
+            self.reading == IDLE or self.refused is not None or self.stopped
+        )
 
     # parser callbacks
 
@@ -229,18 +381,32 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         p = self.parser
+        method = self.ext_method or p.get_method()
         try:
             req = check_request(
-                p.get_method(), self.url, p.get_http_version(), self.headers, p.should_keep_alive()
+                method, self.url, p.get_http_version(), self.headers, p.should_keep_alive()
             )
         except HttpParseError as e:
             self.error = (e.hint, str(e))
             raise _Reject from None
         self.head_raw = 0
-        self.reading = BODY if req.body != BODY_NONE else IDLE
-        self.deadline = (
-            INF if req.body == BODY_NONE else self.worker.now + self.listener.idle_timeout
-        )
+        if req.body == BODY_NONE:
+            self.reading = IDLE
+            self.deadline = INF
+        else:
+            self.reading = BODY
+            self.deadline = self.worker.now + self.listener.idle_timeout
+            # llhttp would read the body next: a fresh parser takes the next head.
+            self.parser_fresh = False
+            if req.body == BODY_CHUNKED:
+                limits = self.listener.cfg.limits
+                self.chunks = http1.ChunkedDecoder(max_trailers=limits.header_bytes)
+            else:
+                self.body_left = req.content_length
+        if req.upgrade is not None or not req.keep_alive:
+            # Nothing after this request is read as HTTP: after an Upgrade it belongs
+            # to the new protocol (or to nobody, if the backend declines).
+            req.keep_alive = False
         ex = Exchange(self, req)
         if req.body != BODY_NONE:
             self.feeding = ex
@@ -250,21 +416,23 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.queue.append(ex)
             self.pause(P_PIPELINE)
+        if req.body == BODY_NONE:
+            self._message_done(ex)
 
-    def on_body(self, body: bytes) -> None:
-        ex = self.feeding
-        if ex is not None:
-            self.deadline = self.worker.now + self.listener.idle_timeout
-            ex.client_body(body)
-
-    def on_message_complete(self) -> None:
-        ex = self.feeding
-        if ex is not None:
+    def _message_done(self, ex: Exchange | None = None) -> None:
+        """The request being read is complete (head and body)."""
+        fed = self.feeding
+        if fed is not None:
             self.feeding = None
-            ex.client_body_done()
+            fed.client_body_done()
+            ex = fed
         self.reading = IDLE
         if self.exchange is not None:
             self.deadline = INF
+        if ex is not None and not ex.req.keep_alive:
+            self.stopped = True
+            if ex.req.upgrade is not None and not ex.finished:
+                self.upgrading = ex
 
     # helpers
 
@@ -341,7 +509,7 @@ class ClientConnection(asyncio.Protocol):
         """Called by the sweeper when `deadline` has passed."""
         if self.transport is None:
             return
-        if self.write_paused:
+        if self.write_paused and self.tunnel is None:
             # Not reading what we send: the client's fault, never the backend's (the
             # exchange ends with client_gone, which blames nobody).
             self.worker.count_client_error("client_write_timeout")
@@ -352,9 +520,14 @@ class ClientConnection(asyncio.Protocol):
             self.worker.count_client_error("client_header_timeout")
             self._reject_now(408, "timed out reading the request head")
         elif self.reading == BODY:
+            # Client's fault: the exchange ends with client_gone, which blames nobody.
+            self.worker.count_client_error("client_body_timeout")
             log.info("closing client %s: request body stalled", self.peer_ip.decode())
             self.closing = True
             self.transport.abort()
+        elif self.tunnel is not None:
+            log.info("closing tunnel of client %s: idle", self.peer_ip.decode())
+            self.tunnel.close()
         else:
             self.closing = True
             self.transport.close()
@@ -364,6 +537,9 @@ class ClientConnection(asyncio.Protocol):
         if self.exchange is not ex:
             return
         self.exchange = None
+        if self.upgrading is ex:
+            self.upgrading = None
+            self.early.clear()
         t = self.transport
         if t is None or self.closing:
             return
@@ -425,6 +601,7 @@ class Exchange:
         "response_started",
         "retries_left",
         "sent_body",
+        "switching",
         "t0",
         "tried",
         "up",
@@ -448,6 +625,8 @@ class Exchange:
         self.response_started = False
         self.finished = False
         self.interim = False
+        self.switching = False
+        """The backend's 101 is being read: a tunnel follows its head."""
         self.chunk_out = False
         self.keep_alive = req.keep_alive
         self.upstream_reusable = True
@@ -586,6 +765,9 @@ class Exchange:
         if self.req.body == BODY_CHUNKED:
             self.client_body_raw(_LAST_CHUNK)
         self.body_done = True
+        up = self.up
+        if up is not None and not up.closed:
+            up.start_read_timer()
 
     def client_body_raw(self, data: bytes) -> None:
         replay = self.replay
@@ -614,6 +796,19 @@ class Exchange:
     def on_response_head(
         self, status: int, reason: bytes, raw: list[tuple[bytes, bytes]], keep_alive: bool
     ) -> None:
+        if status == 101 and self.req.upgrade is not None:
+            if self.body_done:
+                self.interim = False
+                self.switching = True
+                self.response_started = True
+                self.out.append(
+                    http1.build_switch_head(reason, raw, extra=self.client.listener.extra_headers)
+                )
+                return
+            # Switching before the request body is complete: the bytes after the head
+            # would be neither body nor tunnel for sure.
+            self.upstream_error("bad_response", "101 before the request body was complete")
+            return
         if 100 <= status < 200:
             self.interim = True
             if status == 100 and self.req.expect_continue:
@@ -647,6 +842,8 @@ class Exchange:
             self.out.append(chunk)
 
     def on_response_complete(self) -> None:
+        if self.switching:
+            return  # the 101 head: the tunnel starts where llhttp stops
         if self.interim:
             self.interim = False
             return
@@ -654,6 +851,26 @@ class Exchange:
             self.out.append(_LAST_CHUNK)
         self.flush_client()
         self._finish(self.resp.status if self.resp else 502, reusable=self.upstream_reusable)
+
+    def switch_protocols(self, up: UpstreamConnection, rest: bytes) -> None:
+        """The backend answered 101: account for the exchange, start the tunnel.
+
+        `rest` is what the backend sent after its 101 head.
+        """
+        client = self.client
+        self.flush_client()
+        self.up = None
+        up.exchange = None
+        up.deadline = INF
+        client.worker.busy.discard(up)
+        self._account(101)
+        self.finished = True
+        client.exchange = None
+        client.upgrading = None
+        early = b"".join(client.early)
+        client.early.clear()
+        tunnel = Tunnel(client, up)
+        tunnel.start(early, rest)
 
     def flush_client(self) -> None:
         out = self.out
@@ -663,24 +880,29 @@ class Exchange:
                 t.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
 
+    def _account(self, status: int) -> None:
+        """Stats, loads and passive health for a response the backend gave."""
+        pool = self.pool
+        if pool is None:
+            return
+        worker = self.client.worker
+        latency = perf_counter() - self.t0
+        idx = self.index
+        pool.loads.done(idx, latency, worker.now)
+        pool.inflight -= 1
+        pool.stats.record(idx, status, latency)
+        if status >= 500 and pool.cfg.health.passive.consecutive_5xx:
+            worker.passive(pool, idx, ok=False, reason=f"status {status}")
+        elif pool.fail_streak[idx]:
+            worker.passive(pool, idx, ok=True, reason="")
+
     def _finish(self, status: int, *, reusable: bool) -> None:
         if self.finished:
             return
         self.finished = True
-        pool = self.pool
         up = self.up
         self.up = None
-        worker = self.client.worker
-        if pool is not None:
-            latency = perf_counter() - self.t0
-            idx = self.index
-            pool.loads.done(idx, latency, worker.now)
-            pool.inflight -= 1
-            pool.stats.record(idx, status, latency)
-            if status >= 500 and pool.cfg.health.passive.consecutive_5xx:
-                worker.passive(pool, idx, ok=False, reason=f"status {status}")
-            elif pool.fail_streak[idx]:
-                worker.passive(pool, idx, ok=True, reason="")
+        self._account(status)
         if up is not None:
             resp = self.resp
             if reusable and self.body_done and resp is not None and resp.upstream_keep_alive:
@@ -872,6 +1094,72 @@ class Exchange:
             up.close()
 
 
+class Tunnel:
+    """Bytes both ways between a client and a backend after a 101 (RFC 9110 §7.8).
+
+    Flow control as for bodies: a side whose buffer is full pauses reading the other.
+    A half-close (FIN) is passed on; both closed, the tunnel ends; either connection
+    lost, the other closes after what it has to send. `timeouts.client_idle` ends a
+    tunnel silent in both directions. Nobody is blamed for how a tunnel ends.
+    """
+
+    __slots__ = ("client", "eof_from", "up")
+
+    def __init__(self, client: ClientConnection, up: UpstreamConnection) -> None:
+        self.client = client
+        self.up = up
+        self.eof_from: set[str] = set()
+
+    def start(self, early: bytes, rest: bytes) -> None:
+        client = self.client
+        client.tunnel = self
+        self.up.tunnel = self
+        client.reading = IDLE
+        self._touch()
+        if rest:
+            self.from_upstream(rest)
+        if early:
+            self.from_client(early)
+        client.resume(P_UPGRADE)
+        if client.eof:
+            self.eof("client")
+
+    def _touch(self) -> None:
+        client = self.client
+        client.deadline = client.worker.now + client.listener.idle_timeout
+
+    def from_client(self, data: bytes) -> None:
+        t = self.up.transport
+        if t is not None and not self.up.closed:
+            t.write(data)
+            self._touch()
+
+    def from_upstream(self, data: bytes) -> None:
+        t = self.client.transport
+        if t is not None and not self.client.closing:
+            t.write(data)
+            self._touch()
+
+    def eof(self, side: str) -> bool:
+        """One side sent FIN: pass it on; returns whether to keep the transport open."""
+        self.eof_from.add(side)
+        other = self.up.transport if side == "client" else self.client.transport
+        if len(self.eof_from) == 2 or other is None or not other.can_write_eof():
+            self.close()
+            return False
+        other.write_eof()
+        return True
+
+    def close(self) -> None:
+        client = self.client
+        up = self.up
+        if not client.closing:
+            client.closing = True
+            if client.transport is not None:
+                client.transport.close()
+        up.close()
+
+
 class UpstreamPool:
     """Idle keep-alive connections to one backend, most recently used first."""
 
@@ -933,6 +1221,7 @@ class UpstreamConnection(asyncio.Protocol):
         "paused",
         "reason",
         "transport",
+        "tunnel",
         "upool",
     )
 
@@ -949,6 +1238,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = False
         self.paused = False
         self.out: list[bytes] = []
+        self.tunnel: Tunnel | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast("asyncio.Transport", transport)
@@ -958,10 +1248,21 @@ class UpstreamConnection(asyncio.Protocol):
     def begin(self, ex: Exchange) -> None:
         self.exchange = ex
         self.head_only = ex.req.method == b"HEAD"
-        w = self.upool.worker
-        w.busy.add(self)
-        deadline = w.now + ex.pool.cfg.timeouts.read  # type: ignore[union-attr]
-        self.deadline = deadline if deadline < ex.expires else ex.expires
+        self.upool.worker.busy.add(self)
+        if ex.body_done:
+            self.start_read_timer()
+        else:
+            # The client is still sending its body: its own idle timer covers that
+            # wait; the read timer starts when the body is sent, or when the backend
+            # stops taking it (pause_writing).
+            self.deadline = ex.expires
+
+    def start_read_timer(self) -> None:
+        """The backend owes us bytes from now on: `timeouts.read` (capped by total)."""
+        ex = self.exchange
+        if ex is not None and ex.pool is not None and not self.paused:
+            deadline = self.upool.worker.now + ex.pool.cfg.timeouts.read
+            self.deadline = deadline if deadline < ex.expires else ex.expires
 
     def close(self) -> None:
         if not self.closed:
@@ -989,16 +1290,29 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def pause_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.client.pause(P_UPSTREAM)
+            return
         ex = self.exchange
         if ex is not None:
             ex.client.pause(P_UPSTREAM)
+            # The backend does not take the body: that wait is the backend's.
+            self.start_read_timer()
 
     def resume_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.client.resume(P_UPSTREAM)
+            return
         ex = self.exchange
         if ex is not None:
             ex.client.resume(P_UPSTREAM)
+            if not ex.body_done and not ex.response_started:
+                self.deadline = ex.expires
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_upstream(data)
+            return
         ex = self.exchange
         if ex is None:
             # A backend talking out of turn on an idle connection: never reuse it.
@@ -1008,8 +1322,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = deadline if deadline < ex.expires else ex.expires
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # We strip Upgrade from requests, so a 101 is the backend's mistake.
+        except httptools.HttpParserUpgrade as e:
+            if self.exchange is ex and ex.switching:
+                ex.switch_protocols(self, data[e.args[0] :])
+                return
+            # A 101 to a request that did not ask to switch: the backend's mistake.
             ex.upstream_error("bad_response", "unsolicited 101 switching protocols")
             self.close()
             return
@@ -1025,11 +1342,15 @@ class UpstreamConnection(asyncio.Protocol):
                 self.pause_reading()
 
     def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            return self.tunnel.eof("upstream")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_closed = self.closed
         self.closed = True
+        if self.tunnel is not None:
+            self.tunnel.close()
         self.upool.worker.busy.discard(self)
         ex = self.exchange
         self.exchange = None
