@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 import zonegate.client as zc
-from tests.peers.processes import free_port
+from tests.peers.processes import refused_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,7 +101,7 @@ def test_retry_can_be_disabled(zones):
 
 
 def test_no_config_at_all_is_an_explicit_error(tmp_path):
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{refused_port()}"
     with pytest.raises(zc.ConfigUnavailable, match="no split config"):
         zc.Transport(control=[dead], device_id="d", cache_path=tmp_path / "none.json")
 
@@ -109,7 +109,7 @@ def test_no_config_at_all_is_an_explicit_error(tmp_path):
 def test_starts_from_a_cache_file_when_the_control_plane_is_down(zones, tmp_path):
     cache = tmp_path / "cache.json"
     cache.write_text(json.dumps({"version": 9, "split": SPLIT, "zones": {}, "backends": {}}))
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{refused_port()}"
     t = transport(zones, control=[dead], cache_path=cache, split=None)
     with httpx.Client(transport=t) as c:
         assert c.get(f"{URL}/").headers["x-zone"] == "cp"

@@ -14,10 +14,11 @@ from typing import TypeVar
 
 import pytest
 
-from tests.control.etcd_cluster import EtcdCluster, free_ports
+from tests.control.etcd_cluster import EtcdCluster
 from tests.control.etcd_peers import holding_member, slow_proxy
 from tests.control.test_store import fill
 from tests.control.topo import first, step
+from tests.peers.processes import refused_port
 from zonegate.control.etcd import EtcdStore, parse_etcd_url
 from zonegate.control.server import StoreUrlError, open_store
 from zonegate.errors import StoreUnavailable, VersionConflict
@@ -88,7 +89,7 @@ async def test_close_wakes_waiters(store: EtcdStore) -> None:
 
 
 async def test_no_member_answering_is_unavailable() -> None:
-    dead = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    dead = [f"127.0.0.1:{refused_port()}" for _ in range(2)]
     async with EtcdStore(dead, timeout=0.3) as store:
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="no endpoint answered"):

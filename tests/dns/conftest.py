@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.processes import Proc, start_process
+from tests.peers.processes import Proc, refused_port, start_process
 
 BIG_TXT = "x" * 200
 MEDIUM_TXT = "m" * 150
@@ -119,10 +119,8 @@ class HealthTarget:
 
 
 def closed_port() -> int:
-    """A port nothing listens on (bound and closed a moment ago)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port where connections are refused (held by `refused_port`)."""
+    return refused_port()
 
 
 READY = re.compile(

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.integration.lbharness import Topo, start_lb
-from tests.peers.processes import free_port
+from tests.peers.processes import refused_port
 from zonegate.dns.model import ZoneState
 from zonegate.dns.zonehealth import (
     NO_HEALTH_CHECK,
@@ -411,7 +411,7 @@ async def test_probe_lb_status_reads_a_real_http_status():
 
 
 async def test_probe_lb_status_failures():
-    port = free_port()
+    port = refused_port()
     p = await probe_lb_status(HostPort("127.0.0.1", port), 0.5, zone="z1")
     assert p == ZoneProbe(False, rtt=p.rtt, reason="connect refused")
     with FakeLb("z1") as lb:
@@ -489,7 +489,7 @@ async def test_probe_zone_tcp_and_http():
         assert p.reason == f"http 127.0.0.1:{port}: status 200"
     finally:
         server.close()
-    closed = zone(health={"type": "tcp", "address": f"127.0.0.1:{free_port()}"})
+    closed = zone(health={"type": "tcp", "address": f"127.0.0.1:{refused_port()}"})
     p = await probe_zone("t", closed)
     assert (p.ok, p.healthy, p.total) == (False, 0, 1)
     assert "connect refused" in p.reason

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from contextlib import asynccontextmanager
 
 import pytest
 import uvloop
 
+from tests.peers.processes import refused_port
 from zonegate.health.machine import HealthState, PoolHealth, ProbeResult, Transition
 from zonegate.health.probes import BODY_LIMIT, ActiveChecker, probe_http, probe_tcp
 from zonegate.topology.schema import ActiveCheck, Health, Pool
@@ -17,13 +17,6 @@ from zonegate.topology.types import HostPort
 
 HOST = "127.0.0.1"
 UP, DOWN, UNKNOWN = HealthState.UP, HealthState.DOWN, HealthState.UNKNOWN
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 @asynccontextmanager
@@ -81,7 +74,7 @@ async def test_tcp_up():
 
 
 async def test_tcp_refused():
-    result = await probe_tcp(HOST, free_port(), 1.0)
+    result = await probe_tcp(HOST, refused_port(), 1.0)
     assert result == ProbeResult(False, "connect refused", result.latency)
 
 
@@ -125,7 +118,7 @@ def test_schema_refuses_host_with_control_characters():
 async def test_http_host_with_control_characters_is_refused():
     # Defence in depth: the schema already refuses it; the prober must too.
     bad = check().model_copy(update={"host": "a\r\nX-Evil: 1"})
-    result = await probe_http(HOST, free_port(), bad, 1.0)
+    result = await probe_http(HOST, refused_port(), bad, 1.0)
     assert not result.ok
     assert result.reason.startswith("invalid Host header")
 
@@ -223,7 +216,7 @@ async def test_http_slow_body_times_out():
 
 
 async def test_http_refused():
-    result = await probe_http(HOST, free_port(), check(), 1.0)
+    result = await probe_http(HOST, refused_port(), check(), 1.0)
     assert (result.ok, result.reason) == (False, "connect refused")
 
 
@@ -248,7 +241,7 @@ def test_probes_under_uvloop():
             return (
                 await probe_tcp(HOST, port, 1.0),
                 await probe_http(HOST, port, check(expect_body="ok"), 1.0),
-                await probe_tcp(HOST, free_port(), 1.0),
+                await probe_tcp(HOST, refused_port(), 1.0),
             )
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -296,7 +289,7 @@ class Recorder:
 async def test_checker_first_round_then_down_and_up():
     rec = Recorder()
     async with serve(idle) as port:
-        pools = {"web": pool_for(port, free_port())}
+        pools = {"web": pool_for(port, refused_port())}
         healths = {"web": PoolHealth(pools["web"], 0.0)}
         checker = ActiveChecker(pools, healths, rec, rng=random.Random(1))
         await asyncio.wait_for(checker.first_round(), 2)

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from tests.integration.lbharness import Topo, start_lb
-from tests.peers.processes import ProcessError, addr_in_use, retry_addr_in_use
+from tests.peers.processes import ProcessError, addr_in_use, refused_port, retry_addr_in_use
 
 
 def test_addr_in_use_recognises_the_ways_servers_say_it():
@@ -94,3 +94,11 @@ def test_etcd_cluster_starts_again_on_fresh_ports_when_one_was_taken(tmp_path):
         with cluster:
             assert taken not in cluster.peer_ports
             assert all(cluster.healthy(i) for i in range(3))
+
+
+def test_refused_port_refuses_and_cannot_be_taken():
+    port = refused_port()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    with socket.socket() as other, pytest.raises(OSError, match=r"(?i)address already in use"):
+        other.bind(("127.0.0.1", port))

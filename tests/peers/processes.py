@@ -35,6 +35,7 @@ __all__ = [
     "ProcessError",
     "addr_in_use",
     "free_port",
+    "refused_port",
     "retry_addr_in_use",
     "start_backend",
     "start_backends",
@@ -83,6 +84,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+_held: list[socket.socket] = []
+
+
+def refused_port(host: str = "127.0.0.1") -> int:
+    """A TCP port where connections are refused, for as long as this process runs.
+
+    The port stays bound (without listening) by a socket this module keeps, so no
+    other process can start listening there, unlike a port from `free_port`.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    _held.append(sock)
+    return int(sock.getsockname()[1])
 
 
 _ADDR_IN_USE = re.compile(r"address already in use|errno 98\b|eaddrinuse", re.IGNORECASE)

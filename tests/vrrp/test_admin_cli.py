@@ -130,9 +130,9 @@ def test_cli_status_needs_admin(capsys):
 
 
 def test_cli_status_unreachable(capsys):
-    from tests.peers.processes import free_port
+    from tests.peers.processes import refused_port
 
-    assert main(["vrrp", "status", "--admin", f"127.0.0.1:{free_port()}"]) == 1
+    assert main(["vrrp", "status", "--admin", f"127.0.0.1:{refused_port()}"]) == 1
     assert "zonegate vrrp status" in capsys.readouterr().err
 
 
