@@ -21,6 +21,11 @@ after it is the figure:
 each at advert 1 s and 0.1 s, `--runs` times (default 5); the table shows the median
 (min-max) per daemon and the zonegate/keepalived ratio of the medians.
 
+`--handoffs N` measures something else instead: N graceful handoffs in a row between
+two zonegate nodes (`VrrpLab.handoff_series`: SIGTERM the master, the backup takes
+over, the stopped node comes back as the backup, repeat) under one prober, per advert
+interval; the figure is the number of probes that failed (goal: 0; issue 12 item 17).
+
 This is a report, not a test: it exits 0 whatever the figures, 2 when not root or
 keepalived is missing. Every wait is bounded (a run gives up after ~60 s).
 
@@ -28,6 +33,7 @@ keepalived is missing. Every wait is bounded (a run gives up after ~60 s).
     sudo .venv/bin/python bench/vrrp_bench.py --quick         # 1 run each, advert 0.1 s only
     sudo .venv/bin/python bench/vrrp_bench.py --impl keepalived --scenario stop --runs 3
     sudo .venv/bin/python bench/vrrp_bench.py --json out.json
+    sudo .venv/bin/python bench/vrrp_bench.py --handoffs 20 --advert 1 --advert 0.1
 """
 
 from __future__ import annotations
@@ -124,6 +130,43 @@ def run_once(impl: str, scenario: str, advert: float, workdir: Path) -> dict[str
         return result
 
 
+def handoffs(count: int, adverts: tuple[float, ...], out: Path | None) -> int:
+    """`--handoffs`: a series of `count` graceful handoffs per advert interval."""
+    if count < 1:
+        print("vrrp_bench: --handoffs must be at least 1", file=sys.stderr)
+        return 2
+    info = machine_info()
+    print(json.dumps(info))
+    results = []
+    prefix = run_prefix()
+    with tempfile.TemporaryDirectory(prefix="vrrp-bench-") as tmp:
+        try:
+            for advert in adverts:
+                try:
+                    with VrrpLab(Path(tmp) / f"handoffs-{advert:g}") as lab:
+                        r = lab.handoff_series(count, advert=advert)
+                except Exception as exc:
+                    r = {"advert": advert, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+                    traceback.print_exc(limit=3)
+                results.append(r)
+                print(json.dumps(r), flush=True)
+        finally:
+            cleanup(prefix)
+    print()
+    print(f"{'advert':>6}  {'handoffs':>8}  {'probes':>7}  {'failed':>6}  {'longest ms':>10}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['advert']:>6g}  error: {r['error'][:60]}")
+            continue
+        print(
+            f"{r['advert']:>6g}  {r['handoffs']:>8}  {r['probes']:>7}  {r['failed']:>6}  "
+            f"{r['longest_outage_ms']:>10}"
+        )
+    if out:
+        out.write_text(json.dumps({"machine": info, "handoffs": results}, indent=2))
+    return 0
+
+
 def fmt_s(values: list[float]) -> str:
     if not values:
         return "-"
@@ -143,10 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         "--advert", type=float, action="append", help="advert interval in s (default 1, 0.1)"
     )
     parser.add_argument("--json", type=Path, help="also write every run as JSON here")
+    parser.add_argument(
+        "--handoffs", type=int, default=0, help="instead: N graceful handoffs in a row, per advert"
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("vrrp_bench: needs root (network namespaces)", file=sys.stderr)
         return 2
+    if args.handoffs:
+        return handoffs(args.handoffs, tuple(args.advert or ADVERTS), args.json)
     if keepalived_version() is None and (args.impl is None or "keepalived" in args.impl):
         print("vrrp_bench: keepalived missing (apt-get install keepalived)", file=sys.stderr)
         return 2

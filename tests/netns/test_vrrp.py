@@ -2,7 +2,8 @@
 
 Scenarios of issue 6: a crashed master (SIGKILL), a graceful stop (takeover after
 Skew_Time only, not Master_Down_Interval), the graceful handoff (the leaving master
-keeps the VIP until a backup is master), the master's link down, preemption back
+keeps the VIP until a backup is master; a series of handoffs loses no probe), the
+master's link down, preemption back
 when the higher priority returns (and none with preempt off), and a split brain
 (VRRP dropped with nftables) healing to one master with the client following it.
 Every node is a real ``python -m zonegate vrrp FILE --instance nX`` process.
@@ -43,6 +44,15 @@ def test_graceful_handoff_keeps_vip_until_backup_is_master(lab):
     # A plain graceful stop loses Skew_Time (0.61 s) here; the handoff loses at most
     # the few probes around the switch of the client's neighbour entry.
     assert outage < 0.3, f"outage {outage:.3f}s during a graceful handoff"
+
+
+def test_graceful_handoffs_lose_no_probe(lab):
+    """Issue 12 item 17: the taker adds the VIP and sends its ARP before the advert that
+    makes the old master remove it, so no probe falls between the two. The probe
+    timeout is 1 s: a probe sent into that gap is dropped (never answered), while a
+    slow answer on a loaded machine still counts as answered."""
+    r = lab.handoff_series(6, advert=0.1, probe_timeout="1s")
+    assert r["failed"] == 0, r
 
 
 @pytest.mark.parametrize("preempt", [True, False])

@@ -179,6 +179,17 @@ class FakeLan:
             total += self.now - (down_at if down_at is not None else since)
         return total
 
+    def blackouts(self, since: float) -> list[float]:
+        """Times since `since` at which the VIP became unreachable, even for an instant
+        (`outages` sums durations, so a gap of zero length does not show there)."""
+        out = []
+        reachable = True
+        for t, ok in self._reach:
+            if t >= since and reachable and not ok:
+                out.append(t)
+            reachable = ok
+        return out
+
     # --- internals -----------------------------------------------------------------
 
     def _record(self) -> None:

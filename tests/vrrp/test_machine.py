@@ -135,7 +135,7 @@ def test_startup_goes_backup():
 def test_owner_startup_goes_master_at_once():
     m = Machine(cfg(priority=255), T0)
     actions = m.handle(Startup(), T0)
-    assert kinds(actions) == [SendAdvert, AddVips, SendGarp, Notify]
+    assert kinds(actions) == [AddVips, SendGarp, SendAdvert, Notify]
     assert sent(actions)[0].priority == 255
     assert m.state is MASTER
     assert m.deadline == pytest.approx(T0 + 1)
@@ -155,10 +155,10 @@ def test_backup_takes_over_when_master_down_timer_fires():
     m = backup()
     assert m.handle(TimerFired(), m.deadline - 0.001) == []
     actions = m.handle(TimerFired(), m.deadline)
-    assert kinds(actions) == [SendAdvert, AddVips, SendGarp, Notify]
+    assert kinds(actions) == [AddVips, SendGarp, SendAdvert, Notify]
+    assert actions[0] == AddVips((VIP,))
+    assert actions[1] == SendGarp((VIP.ip,), 5, 0.05)
     assert sent(actions)[0] == adv(100)
-    assert actions[1] == AddVips((VIP,))
-    assert actions[2] == SendGarp((VIP.ip,), 5, 0.05)
     assert actions[3].old is BACKUP
     assert actions[3].new is MASTER
     assert m.master_ip == ME
@@ -386,6 +386,50 @@ def test_handoff_keeps_vips_until_backup_announces():
     assert actions[2].new is INIT
 
 
+def order(actions) -> list[type]:
+    """The kinds of the VIP, ARP and advert actions, in order."""
+    return [k for k in kinds(actions) if k in (AddVips, SendGarp, SendAdvert)]
+
+
+def test_handoff_taker_holds_vips_and_arps_before_its_advert():
+    """Issue 12 item 17: the taker's advert is what makes the leaving master remove its
+    VIPs, so the taker adds them and sends its first ARP before it advertises."""
+    m = backup()
+    m.handle(AdvertReceived(HIGHER_IP, adv(200)), T0 + 1)
+    m.handle(AdvertReceived(HIGHER_IP, adv(0)), T0 + 2)  # the master hands off
+    assert m.deadline == pytest.approx(T0 + 2 + m.skew_time)
+    actions = m.handle(TimerFired(), m.deadline)
+    assert order(actions) == [AddVips, SendGarp, SendAdvert]
+    assert sent(actions)[0].priority == 100
+
+
+@pytest.mark.parametrize("how", ["preempt", "owner", "link_up"])
+def test_every_takeover_advertises_after_vips_and_arp(how):
+    if how == "preempt":
+        m = backup(priority=200)
+        m.handle(AdvertReceived(LOWER_IP, adv(100)), T0 + 1)  # discarded: we preempt
+        actions = m.handle(TimerFired(), m.deadline)
+    elif how == "owner":
+        actions = Machine(cfg(priority=255), T0).handle(Startup(), T0)
+    else:
+        m = Machine(cfg(priority=255), T0)
+        m.handle(Startup(), T0)
+        m.handle(LinkChanged(False), T0 + 1)
+        actions = m.handle(LinkChanged(True), T0 + 2)
+    assert order(actions) == [AddVips, SendGarp, SendAdvert]
+
+
+def test_takeover_without_garp_still_adds_vips_before_the_advert():
+    m = backup(garp_count=0)
+    assert order(m.handle(TimerFired(), m.deadline)) == [AddVips, SendAdvert]
+
+
+def test_quorum_pending_master_advertises_without_vips_then_adds_them():
+    m = backup(quorum=True)
+    assert order(m.handle(TimerFired(), m.deadline)) == [SendAdvert]  # no lease yet
+    assert order(m.handle(QuorumChanged(True), m.deadline)) == [AddVips, SendGarp]
+
+
 def test_handoff_times_out_when_no_backup():
     m = master()
     m.handle(Shutdown(), T0 + 10)
@@ -488,6 +532,24 @@ def test_lan_graceful_stop_with_handoff_has_no_outage():
     assert [n.ip for n in lan.masters()] == [IPv4Address("10.9.0.2")]
     assert lan.node("10.9.0.1").stopped
     assert lan.outages(since=t) == 0.0
+
+
+def test_lan_handoff_vip_answered_at_every_instant():
+    """Issue 12 item 17: GARP and advert leave the taker together (same latency); the
+    neighbour must point at the taker before the old master hears the advert and
+    removes the VIP, not one delivery later."""
+    for latency in (0.0, 0.001, 0.01):
+        lan = FakeLan(latency=latency)
+        lan.add("10.9.0.1", 200)
+        lan.add("10.9.0.2", 100)
+        lan.start("10.9.0.1")
+        lan.start("10.9.0.2")
+        lan.run(5)
+        t = lan.now
+        lan.stop("10.9.0.1")
+        lan.run(5)
+        assert lan.node("10.9.0.1").stopped
+        assert lan.blackouts(since=t) == [], latency
 
 
 def test_lan_graceful_stop_without_handoff_has_a_gap():
@@ -601,7 +663,7 @@ def test_link_up_goes_backup_and_takes_over_after_master_down_interval():
     assert m.handle(LinkChanged(True), T0 + 9) == [Notify(FAULT, BACKUP, "link up")]
     assert m.deadline == pytest.approx(T0 + 9 + m.master_down_interval)
     actions = m.handle(TimerFired(), m.deadline)
-    assert kinds(actions) == [SendAdvert, AddVips, SendGarp, Notify]
+    assert kinds(actions) == [AddVips, SendGarp, SendAdvert, Notify]
     assert m.state is MASTER
 
 
@@ -628,7 +690,7 @@ def test_owner_link_up_goes_master_at_once():
     m.handle(Startup(), T0)
     m.handle(LinkChanged(False), T0 + 1)
     actions = m.handle(LinkChanged(True), T0 + 2)
-    assert kinds(actions) == [SendAdvert, AddVips, SendGarp, Notify]
+    assert kinds(actions) == [AddVips, SendGarp, SendAdvert, Notify]
     assert m.state is MASTER
 
 

@@ -205,11 +205,13 @@ class VrrpNode:
         self.lab.ensure_service(self.name)
         with self.log.open("a") as f:
             f.write(f"--- start {time.monotonic():.3f}\n")
+        # The log is appended to: a restart must not take a previous run's ready line.
+        offset = len(self.output())
         self.proc = self.lab.net.popen(self.ns, self.argv(), log=self.log)
         text = self.ready_text()
         if text is not None:
             deadline = time.monotonic() + timeout
-            while text not in self.output():
+            while text not in self.output()[offset:]:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.lab.net.kill(self.proc)
                     raise RuntimeError(
@@ -579,6 +581,57 @@ class VrrpLab:
             if not run.summary:
                 with contextlib.suppress(RuntimeError):
                     run.finish()
+
+    # -- graceful handoffs
+
+    def handoff_series(
+        self, count: int, *, advert: float = 1.0, probe_timeout: str = "100ms"
+    ) -> dict[str, Any]:
+        """`count` graceful handoffs between n1 and n2 under a prober; the figures.
+
+        zonegate on n1 and n2, `graceful_handoff` on and preempt off (a restarted node
+        stays backup): the master is stopped with SIGTERM (it keeps the VIP until the
+        backup announces itself), the backup must hold the VIP and answer the client,
+        the stopped node is started again as the new backup, and the roles swap. One
+        prober (a UDP probe every 10 ms, `probe_timeout` each) runs through the whole
+        series. Every wait is bounded; a handoff that does not complete raises.
+
+        Returns:
+            ``handoffs``, ``probes``, ``failed`` (probes never answered in time),
+            ``longest_outage_ms``, ``outages`` (the prober's list) and ``seconds``.
+        """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        settings = VrrpSettings(advert=advert, preempt=False, graceful_handoff=True)
+        bound = 3 * advert + 5.0
+        daemons = self.start_vrrp("zonegate", settings, ("n1", "n2"))
+        self.wait_holders({"n1"}, timeout=bound)
+        master, backup = "n1", "n2"
+        t0 = time.monotonic()
+        with self.probe(duration=count * (4 * advert + 10) + 30, timeout=probe_timeout) as run:
+            run.wait_node(master, timeout=bound)
+            for _ in range(count):
+                # The backup must have heard the master before it can take over on its
+                # priority-0 advert (a node just started waits Master_Down_Interval).
+                time.sleep(2 * advert)
+                status = daemons[master].stop(timeout=bound)
+                if status != 0:
+                    raise RuntimeError(f"{master} exited {status}\n{self.describe()}")
+                self.wait_holders({backup}, timeout=bound)
+                run.wait_node(backup, timeout=bound, stable=0.2)
+                daemons[master].start()
+                master, backup = backup, master
+            summary = run.finish()
+        return {
+            "handoffs": count,
+            "advert": advert,
+            "probe_timeout": probe_timeout,
+            "probes": summary["probes"],
+            "failed": summary["failed"],
+            "longest_outage_ms": summary["longest_outage_ms"],
+            "outages": summary["outages"],
+            "seconds": round(time.monotonic() - t0, 1),
+        }
 
     # -- teardown
 

@@ -46,6 +46,11 @@ Past the RFC:
 - Graceful handoff: on Shutdown a master keeps its VIPs and sends priority-0
   adverts (every interval, in case one is lost) until another node's advert with a
   non-zero priority shows it is master, or HANDOFF_INTERVALS intervals have passed.
+- Takeover order: a node becoming master returns AddVips, then SendGarp, then its
+  first SendAdvert (the RFC sends the advert first). That advert is what makes a
+  handing-off master remove its VIPs, so by then the taker answers for them and its
+  first ARP (sent at once by the agent) is on the wire ahead of the advert: the
+  address is answered at every instant (issue 12 item 17).
 - Effective priority: `PriorityChanged` (from tracking) changes the priority we
   advertise and compare; a master whose priority drops advertises at once.
 - Link state (keepalived's FAULT): when the interface loses its carrier the machine
@@ -283,6 +288,7 @@ class _Out:
     actions: list[Action] = field(default_factory=list)
     reason: str = ""
     stopped: bool = False
+    announce: bool = False  # we became master: advertise after the VIP and ARP actions
 
 
 class Machine:
@@ -392,6 +398,13 @@ class Machine:
         after = self.state
         if before is not after:
             self._state_changed(before, after, now, out)
+        if out.announce:
+            # After AddVips and the first ARP: our advert ends a graceful handoff (the
+            # old master removes its VIPs when it hears it), so the address must be
+            # answered here, and neighbours told, first (issue 12 item 17).
+            out.actions.append(self._advert_action(now))
+        if before is not after:
+            out.actions.append(Notify(before, after, out.reason))
         if out.stopped:
             out.actions.append(Stopped())
         return out.actions
@@ -437,9 +450,13 @@ class Machine:
         self.master_adver_int_cs = self.cfg.advert_interval_cs
         self.master_ip = self.cfg.primary_ip
         self._lower_since = None
-        self._send_advert(now, out)
+        out.announce = True  # `handle` sends the advert after the VIP and ARP actions
+        self._t.adver = now + self.cfg.advert_interval_cs / 100
 
     def _send_advert(self, now: float, out: _Out) -> None:
+        out.actions.append(self._advert_action(now))
+
+    def _advert_action(self, now: float) -> SendAdvert:
         cfg = self.cfg
         advert = Advert(
             cfg.vrid,
@@ -447,8 +464,8 @@ class Machine:
             cfg.advert_interval_cs,
             tuple(v.ip for v in cfg.vips),
         )
-        out.actions.append(SendAdvert(advert))
         self._t.adver = now + cfg.advert_interval_cs / 100
+        return SendAdvert(advert)
 
     def _advert(self, src: IPv4Address, adv: Advert, now: float, out: _Out) -> None:
         if adv.vrid != self.cfg.vrid or src == self.cfg.primary_ip:
@@ -653,7 +670,6 @@ class Machine:
                     tuple(v.ip for v in vips),
                 )
                 out.actions.append(SendAdvert(notice, to=winner))
-        out.actions.append(Notify(before, after, out.reason))
 
 
 __all__ = [
