@@ -13,8 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -192,3 +194,90 @@ def test_dashboard_cutover_in_chromium(tmp_path: Path) -> None:
         # timeout_graceful_shutdown (5 s) cancels it: wait past that.
         assert proc.stop(timeout=10) == 0, proc.describe()
     assert time.monotonic() - started < 60
+
+
+def test_dashboard_draws_the_state_before_the_history(tmp_path: Path) -> None:
+    """Issue 12 item 19: with the history request held back, the page already shows
+    the version, "live", the zones and the split maps, and follows a new version;
+    the history fills in once its request completes."""
+    playwright_sync = pytest.importorskip(
+        "playwright.sync_api", reason="the test extra's playwright package is not installed"
+    )
+    chromium = _chromium()
+    tokens = tmp_path / "tokens.yaml"  # no read token: reads are anonymous
+    tokens.write_text(f"tokens:\n  - {{name: alice, role: operator, sha256: {hash_token('op')}}}\n")
+    argv = [
+        sys.executable, "-m", "zonegate.control.server", str(TOPO),
+        "--store", "memory://", "--listen", "127.0.0.1:0", "--tokens", str(tokens),
+    ]  # fmt: skip
+    proc = start_process(argv, READY, timeout=20, env={"ZONEGATE_BUG_RAISE": "0"})
+    try:
+        assert proc.match is not None
+        url = proc.match["url"]
+        with playwright_sync.sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=chromium, headless=True, args=CHROMIUM_ARGS, timeout=30_000
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(10_000)
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                held: list[Any] = []  # history requests, answered only once released
+                released = threading.Event()
+
+                def hold(route: Any) -> None:
+                    if released.is_set():
+                        route.continue_()
+                    else:
+                        held.append(route)
+
+                page.route("**/v1/history?*", hold)
+                page.goto(f"{url}/")
+
+                page.wait_for_function(
+                    "() => document.querySelector('[data-testid=version]').textContent === '1'"
+                )
+                assert page.get_by_test_id("live").inner_text() == "live"
+                assert page.get_by_test_id("zone-state-changping").inner_text() == "enabled"
+                seg = page.get_by_test_id(f"seg-{API}-changping")
+                assert seg.get_attribute("data-share") == "0.5000"
+                assert page.get_by_test_id("backend-web-cp-cp-1").is_visible()
+                assert page.get_by_test_id("history-loading").is_visible()
+                assert held, "the page did not ask for the history"
+                page.screenshot(path=str(tmp_path / "before-history.png"), full_page=True)
+
+                # a new version is drawn at once too, the history still held
+                r = httpx.post(
+                    f"{url}/v1/cutover/{API}",
+                    json={"to": "yanqing"},
+                    headers={"Authorization": "Bearer op", "X-Reason": "drill"},
+                )
+                assert r.status_code == 200, r.text
+                page.wait_for_function(
+                    "() => document.querySelector('[data-testid=version]').textContent === '2'"
+                )
+                page.wait_for_function(
+                    f"() => document.querySelector('[data-testid=\"seg-{API}-changping\"]')"
+                    ".dataset.share === '0.0000'"
+                )
+                assert page.get_by_test_id("history-loading").is_visible()
+                assert page.locator("[data-testid^=history-]").count() == 1
+
+                released.set()
+                for route in held:
+                    route.continue_()
+                page.get_by_test_id("history-2").wait_for()
+                page.get_by_test_id("history-1").wait_for()
+                assert page.get_by_test_id("history-loading").count() == 0
+                # each version once, newest first, however many passes the loads took
+                versions = page.locator("[data-testid^=history-]").evaluate_all(
+                    "nodes => nodes.map(n => n.dataset.testid)"
+                )
+                assert versions == ["history-2", "history-1"]
+                assert page.get_by_test_id("rollback-1").is_visible()
+                assert errors == []
+            finally:
+                browser.close()
+    finally:
+        assert proc.stop(timeout=10) == 0, proc.describe()

@@ -1,7 +1,9 @@
 // zonegate control dashboard: plain JS, no build step.
 //
-// Reads GET /v1/state and /v1/history, then long-polls /v1/state?since=V to follow
-// every new version; GET /v1/zones every 2 s for what the runtimes report (LB health,
+// Reads GET /v1/state and, beside it, /v1/history, then long-polls /v1/state?since=V
+// to follow every new version. Each answer is drawn as it arrives: the version, zones,
+// split maps and pools never wait for the history, which is fetched page by page
+// (only the entries newer than those shown) and drawn when it comes; GET /v1/zones every 2 s for what the runtimes report (LB health,
 // request rate, the version each LB runs, the VIP owner). Every write first asks the API for a dry run (?dry_run=true),
 // shows the predicted shares in a confirmation dialog, then writes with the reason
 // the operator typed. The token is kept in sessionStorage (this tab only).
@@ -15,6 +17,9 @@ const PALETTE = ["#2f6fdb", "#e07b13", "#1f9d55", "#b83280", "#6b46c1", "#c53030
 const ui = {
   state: null,
   history: [],
+  historyLoad: null, // the history fetch in flight: {again, generation}
+  historyError: "",
+  generation: 0, // bumped when the token changes: older fetches are dropped
   pollAbort: null,
   pending: null, // the write the dialog is confirming
   reports: null, // GET /v1/zones: {polled, zones: {zone: {lb, vip_owner, split_brain, vrrp}}}
@@ -338,6 +343,11 @@ function renderHistory() {
   const box = $("history");
   box.replaceChildren();
   const latest = ui.state ? ui.state.version : 0;
+  if (ui.historyError) {
+    box.append(el("li", { class: "note error", "data-testid": "history-error", text: ui.historyError }));
+  } else if (!ui.history.length) {
+    box.append(el("li", { class: "note muted", "data-testid": "history-loading", text: "loading the history…" }));
+  }
   for (const entry of [...ui.history].reverse()) {
     const kind = entry.change ? entry.change.kind : "initial";
     box.append(
@@ -445,7 +455,7 @@ async function applyPending(event) {
     ui.pending = null;
     $("confirm").close();
     showMessage(`${write.title}: version ${result.version} written`, "ok");
-    await refresh();
+    showState((await api("GET", "/v1/state")).data);
   } catch (err) {
     $("confirm-error").textContent = err.message;
     $("confirm-error").hidden = false;
@@ -456,25 +466,51 @@ async function applyPending(event) {
 
 // --- reading and following --------------------------------------------------------
 
-async function loadHistory() {
-  // newest entries: page from the start (the API caps `limit`)
-  const all = [];
-  let since = 0;
-  for (;;) {
-    const page = (await api("GET", `/v1/history?since=${since}&limit=500`)).data;
-    all.push(...page);
-    if (page.length < 500) break;
-    since = page[page.length - 1].version;
-  }
-  ui.history = all;
+function showState(state) {
+  // Draw a state the moment it arrives; the history catches up on its own.
+  const newer = !ui.state || state.version !== ui.state.version;
+  ui.state = state;
+  render();
+  setLive("live", true);
+  if (newer) loadHistory();
 }
 
-async function refresh() {
-  const { data } = await api("GET", "/v1/state");
-  const changed = !ui.state || data.version !== ui.state.version;
-  ui.state = data;
-  if (changed || !ui.history.length) await loadHistory();
-  render();
+function loadHistory() {
+  // One fetch at a time; a version that arrives meanwhile asks for one more pass.
+  if (ui.historyLoad && ui.historyLoad.generation === ui.generation) {
+    ui.historyLoad.again = true;
+    return;
+  }
+  const load = { again: true, generation: ui.generation };
+  ui.historyLoad = load;
+  (async () => {
+    try {
+      while (load.again && load.generation === ui.generation) {
+        load.again = false;
+        await fetchHistory(load);
+      }
+    } catch (err) {
+      if (load.generation === ui.generation) {
+        ui.historyError = `cannot load the history: ${err.message}`;
+        renderHistory();
+      }
+    } finally {
+      if (ui.historyLoad === load) ui.historyLoad = null;
+    }
+  })();
+}
+
+async function fetchHistory(load) {
+  // the entries newer than those shown, page by page (the API caps `limit`)
+  for (;;) {
+    const since = ui.history.length ? ui.history[ui.history.length - 1].version : 0;
+    const page = (await api("GET", `/v1/history?since=${since}&limit=500`)).data;
+    if (load.generation !== ui.generation) return; // the token changed meanwhile
+    ui.history.push(...page);
+    ui.historyError = "";
+    renderHistory();
+    if (page.length < 500) return;
+  }
 }
 
 async function follow() {
@@ -484,19 +520,15 @@ async function follow() {
   while (!abort.signal.aborted) {
     try {
       if (!ui.state) {
-        await refresh();
-        setLive("live", true);
+        loadHistory(); // beside the state, not after it
+        showState((await api("GET", "/v1/state", { signal: abort.signal })).data);
         showMessage("");
         continue;
       }
       const since = ui.state.version;
       const resp = await api("GET", `/v1/state?since=${since}&timeout=${POLL_TIMEOUT}`, { signal: abort.signal });
       setLive("live", true);
-      if (resp.status === 200 && resp.data.version > ui.state.version) {
-        ui.state = resp.data;
-        await loadHistory();
-        render();
-      }
+      if (resp.status === 200 && resp.data.version > ui.state.version) showState(resp.data);
     } catch (err) {
       if (abort.signal.aborted) return;
       setLive("disconnected", false);
@@ -533,6 +565,9 @@ function init() {
     sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
     showMessage("");
     ui.state = null;
+    ui.history = [];
+    ui.historyError = "";
+    ui.generation += 1;
     follow();
   });
   $("confirm-form").addEventListener("submit", applyPending);
