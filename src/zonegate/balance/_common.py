@@ -46,6 +46,36 @@ def usable(candidates: Sequence[Candidate]) -> tuple[list[int], list[float]]:
     return indexes, weights
 
 
+def ramps(candidates: Sequence[Candidate], indexes: Sequence[int]) -> list[float] | None:
+    """The slow-start factor of each usable candidate, position by position.
+
+    Args:
+        candidates: the pool's eligible backends.
+        indexes: the usable indexes, as `usable` returned them.
+
+    Returns:
+        The factors in the order of `indexes`, or None when no candidate ramps (the
+        pickers' fast paths).
+
+    Raises:
+        ValueError: a ramp is not in (0, 1].
+    """
+    by_index = {}
+    for c in candidates:
+        if not 0.0 < c.ramp <= 1.0:
+            raise ValueError(f"candidate {c.index}: ramp must be in (0, 1], got {c.ramp!r}")
+        by_index[c.index] = c.ramp
+    out = [by_index[i] for i in indexes]
+    return out if any(r < 1.0 for r in out) else None
+
+
+def configured(weights: Sequence[float], ramp: Sequence[float] | None) -> list[float]:
+    """The weights before slow start (`weight / ramp`), for pickers that admit by ramp."""
+    if ramp is None:
+        return list(weights)
+    return [w / r for w, r in zip(weights, ramp, strict=True)]
+
+
 class WeightedSampler:
     """Weighted random draws over fixed positions 0..n-1.
 

@@ -28,11 +28,18 @@ class Candidate:
     `key` is a stable identity (the backend's name or address) for pickers whose
     choices must survive a reordering of the pool, such as consistent hashing;
     empty means the index.
+
+    `ramp` is the slow-start factor in (0, 1] (1.0: not ramping). `weight` already
+    includes it (configured weight x ramp): pickers that share by weight (random,
+    weighted, hash) need nothing more. Pickers that do not (round_robin, least_conn,
+    least_load) work on the configured weight (`weight / ramp`) and let a ramping
+    candidate sit out a pick with probability `1 - ramp` (see each module).
     """
 
     index: int
     weight: float
     key: str = ""
+    ramp: float = 1.0
 
 
 @dataclass(slots=True)

@@ -31,6 +31,15 @@ allowed candidate on the ring.
 A pick is one blake2b, one bisect and, while no candidate is near its bound, one
 comparison: O(log ring). A missing key (`hash_key` None) gets a weighted random
 pick.
+
+Slow start: the ring is built on configured weights (`weight / ramp`), so a ramp
+moves no ring point. A ramping candidate (`Candidate.ramp` = f < 1) takes a key of
+its arcs only if the key's admission value `u(key) < f`, where
+`u(key) = int.from_bytes(blake2b(key, digest_size=8, person=b"zonegate-ramp").digest(),
+"big") / 2**64`; other keys walk on clockwise as if it were over its bound. Keys stay
+sticky during the ramp: as f grows, keys only move onto the returning backend, never
+back and forth, and it serves f of the keys it owns (f times its full share). Its
+load bound uses the ramped weight.
 """
 
 from __future__ import annotations
@@ -41,10 +50,10 @@ from collections.abc import Sequence
 from hashlib import blake2b
 from typing import ClassVar
 
-from zonegate.balance._common import WeightedSampler, usable
+from zonegate.balance._common import WeightedSampler, configured, ramps, usable
 from zonegate.balance.base import Candidate, Loads, PickContext
 
-__all__ = ["MAX_POINTS", "POINTS_PER_WEIGHT", "ConsistentHashPicker", "hash64"]
+__all__ = ["MAX_POINTS", "POINTS_PER_WEIGHT", "ConsistentHashPicker", "admission", "hash64"]
 
 POINTS_PER_WEIGHT = 256
 """Ring points of the heaviest candidate: shares at equal weights within ~15% of 1/n."""
@@ -65,6 +74,13 @@ A pure function's memo: the points depend only on the identity, so pools share t
 and a rebuild (slow start rebuilds often) costs a sort instead of 10k hashes.
 At most MAX_POINTS per identity, for identities the process has seen.
 """
+
+
+def admission(key: bytes) -> float:
+    """Return the fixed value in [0, 1) a ramping candidate compares with its factor."""
+    return int.from_bytes(blake2b(key, digest_size=8, person=b"zonegate-ramp").digest(), "big") / (
+        1 << 64
+    )
 
 
 def _points_of(ident: str, count: int) -> list[int]:
@@ -114,6 +130,7 @@ class ConsistentHashPicker:
         "_last",
         "_loads",
         "_owners",
+        "_ramp",
         "_ring",
         "_rng",
         "_sampler",
@@ -131,6 +148,8 @@ class ConsistentHashPicker:
         if not balance_factor >= 1.0:
             raise ValueError(f"balance_factor must be >= 1, got {balance_factor!r}")
         self._indexes, weights = usable(candidates)
+        ramp = ramps(candidates, self._indexes)
+        self._ramp = None if ramp is None else dict(zip(self._indexes, ramp, strict=True))
         self._loads = loads
         self._rng = rng
         self._sampler = WeightedSampler(weights)
@@ -142,7 +161,7 @@ class ConsistentHashPicker:
         if weights:
             keys = {c.index: c.key or str(c.index) for c in candidates}
             idents = [keys[i] for i in self._indexes]
-            self._ring, self._owners = _ring(self._indexes, idents, weights)
+            self._ring, self._owners = _ring(self._indexes, idents, configured(weights, ramp))
             total = sum(weights)
             self._factor = [0.0] * (max(self._indexes) + 1)
             for index, w in zip(self._indexes, weights, strict=True):
@@ -159,7 +178,7 @@ class ConsistentHashPicker:
         key = ctx.hash_key
         if key is None:
             return self._pick_random(ctx)
-        if ctx.exclude or not self._last:
+        if ctx.exclude or not self._last or self._ramp is not None:
             return self._pick_slow(key, ctx.exclude)
         i = bisect_left(self._ring, int.from_bytes(blake2b(key, digest_size=8).digest(), "big"))
         owner = self._owners[0 if i == self._last else i]
@@ -185,6 +204,14 @@ class ConsistentHashPicker:
         allowed = [i for i in self._indexes if i not in exclude]
         if not allowed:
             return None
+        skip: set[int] | frozenset[int] = exclude
+        ramp = self._ramp
+        if ramp is not None:
+            u = admission(key)
+            refused = {i for i in allowed if u >= ramp.get(i, 1.0)}
+            if len(refused) < len(allowed):  # if all refuse the key, ramps are ignored
+                allowed = [i for i in allowed if i not in refused]
+                skip = {*exclude, *refused}
         # If no allowed candidate is under its bound, ignore the bound.
         bounded = any(inflight[i] < factor[i] * room for i in allowed)
         ring, owners, last = self._ring, self._owners, self._last
@@ -194,7 +221,7 @@ class ConsistentHashPicker:
             if j == last:
                 j = 0
             owner = owners[j]
-            if owner not in exclude and (not bounded or inflight[owner] < factor[owner] * room):
+            if owner not in skip and (not bounded or inflight[owner] < factor[owner] * room):
                 return owner
             j += 1
 

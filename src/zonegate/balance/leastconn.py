@@ -11,6 +11,14 @@ keeps the first lowest score, so an idle pool is not all sent to its first backe
 A pick is O(n): in-flight counts change outside the picker (in `Loads`), so there
 is no ordered structure to keep up to date. One pass over a few dozen candidates
 is cheaper in Python than maintaining a heap on every request start and end.
+
+Slow start: scoring by the ramped weight would send an idle pool's requests all to
+the heaviest candidate, and none to a ramping one until the others are busy. So the
+score uses the configured weight (`weight / ramp`), and a ramping candidate
+(`Candidate.ramp` = f < 1) sits out each pick with probability 1 - f: it takes f of
+the requests it would take at full weight (f / n of an idle pool of n equals), and
+its in-flight count grows with f. If every allowed candidate sits out, the best of
+them takes the request.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import random
 from collections.abc import Sequence
 from typing import ClassVar
 
-from zonegate.balance._common import usable
+from zonegate.balance._common import configured, ramps, usable
 from zonegate.balance.base import Candidate, Loads, PickContext
 
 __all__ = ["LeastConnPicker"]
@@ -31,7 +39,8 @@ class LeastConnPicker:
     Args:
         candidates: eligible backends; weight <= 0 means never picked.
         loads: in-flight counts, read on every pick.
-        rng: chooses where the tie-breaking rotation starts.
+        rng: chooses where the tie-breaking rotation starts; draws whether a
+            ramping candidate sits out.
         balance_factor: unused.
 
     Raises:
@@ -40,7 +49,7 @@ class LeastConnPicker:
 
     name: ClassVar[str] = "least_conn"
 
-    __slots__ = ("_loads", "_n", "_next", "_ring")
+    __slots__ = ("_loads", "_n", "_next", "_ramp", "_random", "_ring")
 
     def __init__(
         self,
@@ -51,11 +60,14 @@ class LeastConnPicker:
         balance_factor: float = 1.25,
     ) -> None:
         indexes, weights = usable(candidates)
+        ramp = ramps(candidates, indexes)
         self._loads = loads
         self._n = len(indexes)
-        pairs = [(i, 1.0 / w) for i, w in zip(indexes, weights, strict=True)]
+        self._random = rng.random
+        pairs = [(i, 1.0 / w) for i, w in zip(indexes, configured(weights, ramp), strict=True)]
         # Twice over, so a scan starting anywhere reads n entries without wrapping.
         self._ring = pairs + pairs
+        self._ramp = ramp + ramp if ramp is not None else None
         self._next = rng.randrange(self._n) if self._n else 0
 
     def pick(self, ctx: PickContext) -> int | None:
@@ -73,6 +85,9 @@ class LeastConnPicker:
         exclude = ctx.exclude
         best = -1
         best_score = 0.0
+        ramp = self._ramp
+        if ramp is not None:
+            return self._pick_ramping(start, exclude, ramp)
         if exclude:
             for j in range(start, start + n):
                 index, inv = ring[j]
@@ -89,4 +104,27 @@ class LeastConnPicker:
             score = (inflight[index] + 1) * inv
             if score < best_score:
                 best, best_score = index, score
+        return best
+
+    def _pick_ramping(
+        self, start: int, exclude: frozenset[int] | set[int], ramp: list[float]
+    ) -> int | None:
+        inflight = self._loads.inflight
+        ring = self._ring
+        rand = self._random
+        best = out = -1
+        best_score = out_score = 0.0
+        for j in range(start, start + self._n):
+            index, inv = ring[j]
+            if index in exclude:
+                continue
+            score = (inflight[index] + 1) * inv
+            f = ramp[j]
+            if f < 1.0 and rand() >= f:  # sits this pick out
+                if out < 0 or score < out_score:
+                    out, out_score = index, score
+            elif best < 0 or score < best_score:
+                best, best_score = index, score
+        if best < 0:
+            return None if out < 0 else out
         return best

@@ -17,6 +17,13 @@ backend lose every comparison forever, and never get the request that corrects i
 
 Ties go to the first draw. With excluded backends (a retry), the two draws are
 made among the allowed candidates only, in O(n).
+
+Slow start: the pair is drawn by configured weight (`weight / ramp`), and a ramping
+winner (`Candidate.ramp` = f < 1) sits out with probability 1 - f, leaving the
+request to the other of the pair. A ramping backend thus takes f of the requests it
+would take at full weight, whatever its latency (a fresh, idle backend would
+otherwise win most comparisons). Drawing by the ramped weight as well would count
+the factor twice.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import ClassVar
 
-from zonegate.balance._common import WeightedSampler, usable
+from zonegate.balance._common import WeightedSampler, configured, ramps, usable
 from zonegate.balance.base import IDLE_HALF_LIFE, Candidate, Loads, PickContext
 
 __all__ = ["DEFAULT_LATENCY", "LeastLoadPicker"]
@@ -50,7 +57,17 @@ class LeastLoadPicker:
 
     name: ClassVar[str] = "least_load"
 
-    __slots__ = ("_cum", "_indexes", "_last", "_loads", "_random", "_rng", "_sampler", "_total")
+    __slots__ = (
+        "_cum",
+        "_indexes",
+        "_last",
+        "_loads",
+        "_ramp",
+        "_random",
+        "_rng",
+        "_sampler",
+        "_total",
+    )
 
     def __init__(
         self,
@@ -61,10 +78,13 @@ class LeastLoadPicker:
         balance_factor: float = 1.25,
     ) -> None:
         self._indexes, weights = usable(candidates)
+        ramp = ramps(candidates, self._indexes)
+        # Ramp of each backend index that ramps (the winner's is looked up by index).
+        self._ramp = None if ramp is None else dict(zip(self._indexes, ramp, strict=True))
         self._loads = loads
         self._rng = rng
         self._random = rng.random
-        self._sampler = WeightedSampler(weights)
+        self._sampler = WeightedSampler(configured(weights, ramp))
         self._cum = self._sampler.cum
         self._total = self._sampler.total
         self._last = self._sampler.last
@@ -98,7 +118,14 @@ class LeastLoadPicker:
         idle = loads.idle_for(b)
         if idle > IDLE_HALF_LIFE:
             lb *= 0.5 ** (idle / IDLE_HALF_LIFE)
-        return a if la * (inflight[a] + 1) <= lb * (inflight[b] + 1) else b
+        if la * (inflight[a] + 1) > lb * (inflight[b] + 1):
+            a, b = b, a
+        ramp = self._ramp
+        if ramp is not None:
+            f = ramp[a]
+            if f < 1.0 and self._random() >= f:
+                return b  # the winner ramps and sits this one out
+        return a
 
     def _default_latency(self) -> float:
         latency = self._loads.latency

@@ -6,6 +6,13 @@ pickers at the same moment do not all send their next request to the same backen
 With excluded backends (a retry), the cursor moves on to the next allowed one;
 excluded backends passed over lose that turn, which also steers traffic away
 from a backend that just failed.
+
+Slow start: weights are ignored, so a ramping candidate (`Candidate.ramp` = f < 1)
+takes its turn only with probability f; a turn it sits out goes to the next
+candidate, whose own turn it is anyway. In one sweep of the cursor the others take
+one request each and the ramping one f on average: its share is f / (n - 1 + f),
+what a weighted round robin with weights 1, ..., 1, f gives. If every allowed
+candidate sits out, the first of them takes the request.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import random
 from collections.abc import Sequence
 from typing import ClassVar
 
-from zonegate.balance._common import usable
+from zonegate.balance._common import ramps, usable
 from zonegate.balance.base import Candidate, Loads, PickContext
 
 __all__ = ["RoundRobinPicker"]
@@ -25,9 +32,9 @@ class RoundRobinPicker:
 
     Args:
         candidates: eligible backends; weight <= 0 means never picked, other
-            weights are ignored.
+            weights are ignored; a ramp < 1 makes a candidate skip turns.
         loads: unused.
-        rng: chooses the starting position.
+        rng: chooses the starting position, and draws the turns of ramping candidates.
         balance_factor: unused.
 
     Raises:
@@ -36,7 +43,7 @@ class RoundRobinPicker:
 
     name: ClassVar[str] = "round_robin"
 
-    __slots__ = ("_indexes", "_n", "_next")
+    __slots__ = ("_indexes", "_n", "_next", "_ramp", "_random")
 
     def __init__(
         self,
@@ -47,6 +54,8 @@ class RoundRobinPicker:
         balance_factor: float = 1.25,
     ) -> None:
         self._indexes, _ = usable(candidates)
+        self._ramp = ramps(candidates, self._indexes)
+        self._random = rng.random
         self._n = len(self._indexes)
         self._next = rng.randrange(self._n) if self._n else 0
 
@@ -55,7 +64,7 @@ class RoundRobinPicker:
 
         Returns None when there is no candidate or every candidate is excluded.
         """
-        if ctx.exclude or not self._n:
+        if ctx.exclude or not self._n or self._ramp is not None:
             return self._pick_slow(ctx)
         i = self._next
         nxt = i + 1
@@ -65,12 +74,23 @@ class RoundRobinPicker:
     def _pick_slow(self, ctx: PickContext) -> int | None:
         exclude = ctx.exclude
         indexes = self._indexes
+        ramp = self._ramp
         n = self._n
         i = self._next
+        sat_out = -1
         for _ in range(n):
-            index = indexes[i]
+            k = i
+            index = indexes[k]
             i = 0 if i + 1 == n else i + 1
-            if index not in exclude:
-                self._next = i
-                return index
-        return None
+            if index in exclude:
+                continue
+            if ramp is not None and ramp[k] < 1.0 and self._random() >= ramp[k]:
+                if sat_out < 0:
+                    sat_out = k
+                continue
+            self._next = i
+            return index
+        if sat_out < 0:
+            return None
+        self._next = 0 if sat_out + 1 == n else sat_out + 1
+        return indexes[sat_out]

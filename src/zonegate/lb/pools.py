@@ -104,7 +104,12 @@ class PoolRuntime:
 
     def _build_picker(self) -> Picker:
         ids = self.ids
-        cands = [Candidate(i, w, ids[i]) for i, w in enumerate(self.state.weights) if w > 0]
+        backends = self.backends
+        cands = [
+            Candidate(i, w, ids[i], _ramp(w, backends[i].weight))
+            for i, w in enumerate(self.state.weights)
+            if w > 0
+        ]
         return make_picker(
             self.cfg.balance,
             cands,
@@ -158,6 +163,11 @@ class PoolRuntime:
             if k == name:
                 return v.encode("latin-1")
         return None
+
+
+def _ramp(effective: float, configured: float) -> float:
+    """The slow-start factor behind an effective weight (1.0 when not ramping)."""
+    return min(1.0, effective / configured) if configured > 0 else 1.0
 
 
 def link_backups(pools: dict[str, PoolRuntime]) -> None:
