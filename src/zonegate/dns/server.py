@@ -50,7 +50,7 @@ SIGHUP (or POST /reload on the admin endpoint) reloads the file: a file that doe
 not load or compile is refused and the last good data keeps serving.
 
 Admin endpoint: GET /metrics (Prometheus), /status (JSON), /healthz,
-/explain?name=&client=&type=&device_id= (the decision, step by step), POST /reload.
+/explain?name=&client=&subnet=&type=&device_id= (the decision, step by step), POST /reload.
 """
 
 from __future__ import annotations
