@@ -65,6 +65,8 @@ async def test_status_document(agent: Agent):
         "adverts_sent",
         "adverts_received",
         "drops",
+        "garp_sent",
+        "garp_failed",
     ):
         assert key in doc
     assert doc["state"] == "Master"
@@ -84,6 +86,7 @@ async def test_metrics(agent: Agent):
     assert 'zonegate_vrrp_drops_total{instance="n1",reason="bad_ttl",vrid="51"} 2.0' in text
     assert 'zonegate_vrrp_transitions_total{instance="n1",to="Master",vrid="51"} 1.0' in text
     assert 'zonegate_vrrp_track_up{check="lb 127.0.0.1:9901",instance="n1",vrid="51"} 0.0' in text
+    assert 'zonegate_vrrp_garp_failed_total{instance="n1",vrid="51"} 0.0' in text
     assert "zonegate_vrrp_lease_held" not in text
 
 

@@ -101,6 +101,12 @@ class _Collector:
             "zonegate_vrrp_garp_sent", "Gratuitous ARP frames sent", labels=labels
         )
         garp.add_metric(base, a.garp.sent if a.garp is not None else 0)
+        garp_failed = CounterMetricFamily(
+            "zonegate_vrrp_garp_failed",
+            "Gratuitous ARP frames the kernel refused (the link was down)",
+            labels=labels,
+        )
+        garp_failed.add_metric(base, a.garp.failed if a.garp is not None else 0)
         track = GaugeMetricFamily(
             "zonegate_vrrp_track_up",
             "1 while a tracked check passes (unknown counts as up)",
@@ -109,7 +115,7 @@ class _Collector:
         for c in a.tracker.status():
             track.add_metric([*base, str(c["name"])], 0 if c["state"] == "down" else 1)
         yield from (state, is_master, priority, effective, transitions, sent, received, drops)
-        yield from (events, garp, track)
+        yield from (events, garp, garp_failed, track)
         if a.inst.quorum is not None:
             lease = GaugeMetricFamily(
                 "zonegate_vrrp_lease_held", "1 while the control-plane lease is held", labels=labels
