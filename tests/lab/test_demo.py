@@ -25,6 +25,8 @@ from pathlib import Path
 import psutil
 import pytest
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
 from tests.peers.processes import ProcessError, addr_in_use, free_port, retry_addr_in_use
 from zonegate.balance.shard import zone_for
@@ -353,6 +355,21 @@ def test_live_view_keeps_the_full_layout_on_a_large_terminal(tmp_path):
     assert "devices req/s" in text
     assert "127.0.0.1:8080 up" in text
     assert "…" not in text
+
+
+def test_natural_width_is_what_rich_measures(tmp_path):
+    # The live view sizes its tables without rich's (slow) measurement; they must agree.
+    drill, console = _drill_mid_step(tmp_path, 80, 24)
+    tables = [
+        part
+        for compact in (False, True)
+        for part in drill._view(compact, per_zone=False).renderables
+        if isinstance(part, Table)
+    ]
+    tables.append(demo.summary_table(_finished_runs()))
+    wide = console.options.update_width(10_000)
+    for table in tables:
+        assert demo._natural_width(table) == Measurement.get(console, wide, table).maximum
 
 
 def _finished_runs() -> list[StepRun]:

@@ -91,10 +91,11 @@ from typing import Any
 import httptools
 import httpx
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
-from rich.measure import Measurement
+from rich.segment import Segment, Segments
 from rich.table import Table
 from rich.text import Text
 
@@ -1338,24 +1339,34 @@ class Drill(DrillBase):
 
     # display
 
-    def render(self, width: int | None = None, height: int | None = None) -> Group:
+    def render(self, width: int | None = None, height: int | None = None) -> Segments:
         """The live view: the step, traffic per zone, every process.
 
         It fits `width` x `height` (default: the console's size): the full layout when
         it fits, else a compact one (short headers with a legend, errors under the
         table, LB addresses left out), else one line of backends per zone. Never a
         column cut to `fail…`, and never taller than the screen unless even the last
-        layout is (then rich crops the bottom).
+        layout is (then rich crops the bottom). The view is returned laid out, as the
+        lines measured to choose it: Live does not lay it out a second time.
         """
         size = self.console.size
         width = width or size.width
         height = height or size.height
-        view = Group()
-        for compact, per_zone in ((False, False), (True, False), (True, True)):
+        options = self.console.options.update(width=width, height=None)
+        layouts = ((False, False), (True, False), (True, True))
+        lines: list[list[Segment]] = []
+        for i, (compact, per_zone) in enumerate(layouts):
             view = self._view(compact, per_zone)
-            if _fits(self.console, view, width, height):
+            last = i == len(layouts) - 1
+            if not last and any(
+                isinstance(part, Table) and _natural_width(part) > width
+                for part in view.renderables
+            ):
+                continue  # a column would be squeezed: wrapped or cut to "fail…"
+            lines = self.console.render_lines(view, options, pad=False)
+            if len(lines) <= height:
                 break
-        return view
+        return Segments([seg for line in lines for seg in (*line, Segment.line())])
 
     def _view(self, compact: bool, per_zone: bool) -> Group:
         run = self.current
@@ -1503,22 +1514,27 @@ def _table(title: str, compact: bool) -> Table:
     )
 
 
-def _fits(console: Console, view: Group, width: int, height: int) -> bool:
-    """Whether `view` shows at `width` x `height` with no table squeezed (a squeezed
-    column wraps or is cut to `fail…`) and no line below the screen."""
-    if any(
-        isinstance(part, Table) and _natural_width(console, part) > width
-        for part in view.renderables
-    ):
-        return False
-    options = console.options.update(width=width, height=None)
-    return len(console.render_lines(view, options, pad=False)) <= height
+def _natural_width(table: Table) -> int:
+    """How wide `table` is with no cell wrapped or cut: each column's longest line and
+    padding, plus the box. What rich's `Measurement` of the table says at a fraction of
+    its cost (the live view asks 4 times a second); a test holds the two equal."""
+    if table.collapse_padding:
+        raise ValueError("collapsed padding is not modelled")
+    _, pad_right, _, pad_left = table.padding
+    n = len(table.columns)
+    width = (2 if table.box and table.show_edge else 0) + (n - 1 if table.box else 0)
+    for i, column in enumerate(table.columns):
+        width += pad_left if table.pad_edge or i > 0 else 0
+        width += pad_right if table.pad_edge or i < n - 1 else 0
+        width += max(_cell_width(cell) for cell in (column.header, *column.cells))
+    return width
 
 
-def _natural_width(console: Console, table: Table) -> int:
-    """How wide `table` is with no cell wrapped or cut."""
-    # Measured against a wide page: Measurement.get clamps to the options' max width.
-    return Measurement.get(console, console.options.update_width(10_000), table).maximum
+def _cell_width(cell: object) -> int:
+    text = Text.from_markup(cell) if isinstance(cell, str) else cell
+    if not isinstance(text, Text):
+        raise TypeError(f"cannot measure a {type(cell).__name__} cell")
+    return max(cell_len(line) for line in text.plain.split("\n"))
 
 
 def sdk_router(drill: Drill) -> Router:
@@ -1628,7 +1644,7 @@ def print_summary(console: Console, runs: Sequence[StepRun], title: str | None =
     """
     console.print()
     table = summary_table(runs)
-    compact = _natural_width(console, table) > console.options.max_width
+    compact = _natural_width(table) > console.options.max_width
     if compact:
         table = summary_table(runs, compact=True)
     if title is not None:
