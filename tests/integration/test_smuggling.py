@@ -98,6 +98,43 @@ CORPUS: dict[str, tuple[bytes, int]] = {
     "space_in_target": (b"GET /a b HTTP/1.1\r\n" + H + b"\r\n", 400),
     "control_byte_in_method": (b"G\x01T / HTTP/1.1\r\n" + H + b"\r\n", 400),
     "header_without_colon": (b"GET / HTTP/1.1\r\n" + H + b"X-A a\r\n\r\n", 400),
+    # issue 12 item 2: any coding but chunked alone would be lost when re-framed
+    "te_gzip_chunked": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te_foo_chunked": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: foo, chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te_identity_chunked": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te_gzip_and_chunked_fields": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te_chunked_twice": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    # issue 12 item 3
+    "absolute_form_userinfo": (b"GET http://user:pw@app.test/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "absolute_form_other_scheme": (b"GET ftp://app.test/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    # issue 12 item 5: RFC 9112 §3.2
+    "host_with_slash": (b"GET / HTTP/1.1\r\nHost: app.test/evil\r\n\r\n", 400),
+    "host_with_space": (b"GET / HTTP/1.1\r\nHost: app.test evil.test\r\n\r\n", 400),
+    "host_list": (b"GET / HTTP/1.1\r\nHost: app.test, evil.test\r\n\r\n", 400),
+    "host_userinfo": (b"GET / HTTP/1.1\r\nHost: user@app.test\r\n\r\n", 400),
+    # chunk extensions: BWS is fine (issue 12 item 6), bare CR/LF in them is not
+    "chunk_ext_bare_lf": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"3;a\nGET / HTTP/1.1\r\nabc\r\n0\r\n\r\n",
+        400,
+    ),
+    "extension_method_not_a_token": (b"FO(O / HTTP/1.1\r\n" + H + b"\r\n", 400),
     "smuggled_after_cl_zero_te": (
         b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5\r\nGET /\r\n0\r\n\r\n",

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zonegate.errors import HttpParseError
+from zonegate.lb import http1
 from zonegate.lb.http1 import (
     BODY_CHUNKED,
     BODY_LENGTH,
@@ -395,3 +396,156 @@ def test_chunked_decoder_never_accepts_what_llhttp_refuses_as_framing(data):
         return  # llhttp is stricter on extensions (BWS after ";")
     if p.done:
         assert p.body == body
+
+
+# issue 12 items 2-6: head checks
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [b"gzip, chunked"],
+        [b"foo, chunked"],
+        [b"identity, chunked"],
+        [b"gzip", b"chunked"],
+        [b"chunked, chunked"],
+        [b"chunked", b"chunked"],
+        [b""],
+    ],
+)
+def test_transfer_coding_other_than_chunked_alone_refused(fields):
+    """docs/lb.md: 400 for any coding but chunked alone (it would be lost when re-framed)."""
+    headers = [(b"Host", b"a"), *[(b"Transfer-Encoding", f) for f in fields]]
+    with pytest.raises(HttpParseError) as e:
+        req(headers, method=b"POST")
+    assert e.value.hint == 400
+
+
+@pytest.mark.parametrize("value", [b"chunked", b"Chunked", b" chunked ", b"chunked,"])
+def test_chunked_alone_accepted(value):
+    r = req([(b"Host", b"a"), (b"Transfer-Encoding", value)], method=b"POST")
+    assert r.body == BODY_CHUNKED
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "origin", "host_field"),
+    [
+        (b"http://h.test?q=/p", "h.test", b"/?q=/p", b"h.test"),
+        (b"http://h.test#frag/x", "h.test", b"/", b"h.test"),
+        (b"HTTP://h.test/", "h.test", b"/", b"h.test"),
+        (b"hTTpS://H.test:8443/a/b?c=d", "h.test", b"/a/b?c=d", b"H.test:8443"),
+        (b"http://[::1]:8080/v", "[::1]", b"/v", b"[::1]:8080"),
+    ],
+)
+def test_absolute_form_authority_ends_at_slash_query_or_fragment(target, host, origin, host_field):
+    r = req([(b"Host", b"other.test")], target=target)
+    assert r.host == host
+    assert r.target == origin
+    assert [v for k, v in r.headers if k.lower() == b"host"] == [host_field]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"http://user:pw@h.test/",
+        b"http://user@h.test/",
+        b"http:///p",
+        b"http:/p",
+        b"ftp://h.test/",
+        b"http://h.test evil/",
+        b"http://h.test,evil.test/",
+    ],
+)
+def test_absolute_form_without_valid_authority_refused(target):
+    with pytest.raises(HttpParseError) as e:
+        req([(b"Host", b"h.test")], target=target)
+    assert e.value.hint == 400
+
+
+def test_connection_listing_never_drops_host_or_forwarding_fields():
+    r = req(
+        [
+            (b"Host", b"h.test"),
+            (b"Connection", b"Host, X-Forwarded-For, X-Forwarded-Proto, Via, X-Secret"),
+            (b"X-Forwarded-For", b"9.9.9.9"),
+            (b"Via", b"1.0 edge"),
+            (b"X-Secret", b"1"),
+        ]
+    )
+    head = build_request_head(
+        r, client_ip=b"10.0.0.1", proto=b"http", forwarded=True, via=b"1.1 zonegate"
+    )
+    assert b"\r\nHost: h.test\r\n" in head
+    assert b"X-Forwarded-For: 9.9.9.9, 10.0.0.1\r\n" in head
+    assert b"X-Forwarded-Proto: http\r\n" in head
+    assert b"Via: 1.0 edge, 1.1 zonegate\r\n" in head
+    assert b"X-Secret" not in head
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        b"h.test/evil",
+        b"h.test evil.test",
+        b"h.test, evil.test",
+        b"h.test,evil.test",
+        b"user@h.test",
+        b"h.test:80x",
+        b"h.test:80:90",
+        b"[::1",
+        b"[zz::1]",
+        b"h.test\\evil",
+        b'h"test',
+    ],
+)
+def test_invalid_host_refused(host):
+    """RFC 9112 §3.2: a Host with an invalid value is a 400, not forwarded."""
+    with pytest.raises(HttpParseError) as e:
+        req([(b"Host", host)])
+    assert e.value.hint == 400
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        (b"h.test", "h.test"),
+        (b"H.Test.:8080", "h.test"),
+        (b"h.test:", "h.test"),
+        (b"127.0.0.1:80", "127.0.0.1"),
+        (b"[2001:DB8::1]:443", "[2001:db8::1]"),
+        (b"xn--bcher-kva.test", "xn--bcher-kva.test"),
+        (b"a_b-c~d.test", "a_b-c~d.test"),
+        (b"", ""),
+    ],
+)
+def test_valid_host_normalized(host, name):
+    assert req([(b"Host", host)]).host == name
+
+
+@pytest.mark.parametrize(("version", "http10"), [("1.1", False), ("1.2", False), ("1.9", False)])
+def test_higher_minor_version_processed_as_11(version, http10):
+    """RFC 9110 §2.5: HTTP/1.2 is read as 1.1 (we answer in HTTP/1.1)."""
+    r = req([(b"Host", b"a")], version=version)
+    assert r.http10 is http10
+
+
+@pytest.mark.parametrize("method", [b"FOO", b"BAR-baz", b"get", b"X!#$%&'*+.^_`|~"])
+def test_extension_methods_are_tokens(method):
+    assert http1.is_token(method)
+    r = req([(b"Host", b"a")], method=method)
+    assert r.method == method
+    assert not r.idempotent  # never retried after a byte was sent
+    head = build_request_head(r, client_ip=b"1", proto=b"http", forwarded=False, via=b"v")
+    assert head.startswith(method + b" / HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("method", [b"", b"G T", b"G\x01T", b"G(T", b"GET:"])
+def test_non_token_methods(method):
+    assert not http1.is_token(method)
+
+
+def test_upgrade_needs_connection_upgrade_and_http11():
+    up = [(b"Host", b"a"), (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")]
+    assert req(up).upgrade == b"websocket"
+    assert req(up[:2]).upgrade is None
+    assert req(up, version="1.0", keep_alive=False).upgrade is None
