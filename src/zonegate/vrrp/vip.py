@@ -145,7 +145,8 @@ class GarpSender:
         self.mac = mac
         self.sent = 0
         self.failed = 0
-        # Protocol 0: send only (see the class docstring); frames carry their own type.
+        # Protocol 0: send only (see the class docstring). Each frame is sent to
+        # (ifname, ETH_P_ARP), so the kernel still knows its protocol (skb->protocol).
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self._sock.bind((ifname, 0))
         self._sock.setblocking(False)
@@ -167,7 +168,7 @@ class GarpSender:
     def _send(self, addresses: tuple[IPv4Address, ...]) -> None:
         for ip in addresses:
             try:
-                self._sock.send(garp_frame(self.mac, ip))
+                self._sock.sendto(garp_frame(self.mac, ip), (self.ifname, ETH_P_ARP))
                 self.sent += 1
             except OSError as e:  # link down, queue full: the next burst retries
                 self.failed += 1
