@@ -145,3 +145,39 @@ def test_inflight_requests_stay_counted_across_a_reload(tmp_path, backend_factor
         b1 = lb.backend("web", "b1")
         assert b1["responses"]["2xx"] == before + held, "the held requests count once done"
         assert lb.status()["pools"]["web"]["inflight"] == 0
+
+
+def test_counters_survive_a_worker_restart(tmp_path, backend_factory):
+    """With --workers 2 a worker that dies takes no counted response with it."""
+    import psutil
+
+    from tests.integration.lbharness import run_requests
+
+    bs = backend_factory.many(2, zone="z1")
+    topo = Topo().pool("web", bs).listener("web")
+    count = f"{HISTOGRAM}_count"
+    with start_lb(tmp_path, topo, workers=2) as lb:
+        res = run_requests(lb.port, 400, clients=8)
+        assert res.failed == 0
+        before = lb.metric(count, pool="web")
+        assert before == 400
+        workers = psutil.Process(lb.proc.pid).children()
+        victim = workers[0]
+        victim.kill()
+        victim.wait(5)
+        wait_for(
+            lambda: (
+                len(psutil.Process(lb.proc.pid).children()) == 2 and lb.status()["workers"] == 2
+            ),
+            15,
+            "worker restarted",
+        )
+        assert lb.metric(count, pool="web") == before, "the dead worker's responses still count"
+        more = run_requests(lb.port, 200, clients=8)
+        assert more.failed == 0
+        assert lb.metric(count, pool="web") == before + 200
+        ok = sum(
+            lb.metric("zonegate_requests_total", pool="web", backend=b, **{"class": "2xx"})
+            for b in ("b1", "b2")
+        )
+        assert ok == 600

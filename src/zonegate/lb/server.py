@@ -254,6 +254,8 @@ class WorkerHandle:
         self.chan: Channel | None = None
         self.ready = asyncio.Event()
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.last_stats: dict[str, Any] | None = None
+        """The worker's latest counters, used when it is slow to answer or has died."""
 
     async def spawn(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -296,6 +298,8 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
     await hub.start()
     stopping = False
     handles = [WorkerHandle(i, opts) for i in range(opts.workers)]
+    # Counters of workers that died, so the sums stay monotonic across a restart.
+    retired: list[dict[str, Any]] = []
     seq = 0
     tasks: set[asyncio.Task[Any]] = set()
 
@@ -330,6 +334,9 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
                     if fut is not None and not fut.done():
                         fut.set_result(msg[2])
             assert h.proc is not None
+            if h.last_stats is not None:
+                retired[:] = [retire_stats([*retired, h.last_stats])]
+                h.last_stats = None
             code = await asyncio.to_thread(h.proc.wait)
             if not stopping:
                 log.error(
@@ -359,16 +366,26 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
 
     async def gather() -> dict[str, Any]:
         nonlocal seq
-        futs = []
+        asked = []
         for h in handles:
             seq += 1
             fut: asyncio.Future[dict[str, Any]] = loop.create_future()
             h.pending[seq] = fut
             h.send(("stats", seq))
-            futs.append(fut)
-        done, _ = await asyncio.wait(futs, timeout=2.0)
-        snaps = [f.result() for f in done]
-        return merge_worker_stats(snaps)
+            asked.append((h, seq, fut))
+        await asyncio.wait([fut for _, _, fut in asked], timeout=2.0)
+        snaps = []
+        for h, n, fut in asked:
+            if fut.done():
+                h.last_stats = fut.result()
+            else:
+                h.pending.pop(n, None)
+                fut.cancel()
+            if h.last_stats is not None:  # a worker slow to answer: its last figures
+                snaps.append(h.last_stats)
+        merged = merge_worker_stats([*snaps, *retired])
+        merged["workers"] = len(snaps)
+        return merged
 
     lock = asyncio.Lock()
 
@@ -435,6 +452,15 @@ async def _stop_workers(handles: list[WorkerHandle], drain_timeout: float) -> No
             await asyncio.wait_for(asyncio.to_thread(h.proc.wait), drain_timeout + 5)
         except TimeoutError:
             h.proc.kill()
+
+
+def retire_stats(snaps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fold the last counters of dead workers into one snapshot with nothing in flight."""
+    out = merge_worker_stats(snaps)
+    out["connections"] = 0
+    for pool in out["pools"].values():
+        pool["inflight"] = [0] * len(pool["inflight"])
+    return out
 
 
 def merge_worker_stats(snaps: list[dict[str, Any]]) -> dict[str, Any]:
