@@ -19,7 +19,8 @@ instance per node, named like the node) or keepalived 2.2 (one config per node, 
 run in the foreground with its own pid files, so any number coexist in different
 namespaces). Both are driven the same way: `crash` (SIGKILL; the node's service and
 addresses go with it, as when the machine dies), `stop` (SIGTERM, a graceful stop) and
-`start`. Faults on the wire: `link` (the switch-side port down: a pulled cable) and
+`start`. Faults on the wire: `link` (the switch-side port down: a pulled cable), `nic`
+(the node's own eth0 down, as an operator's ``ip link set eth0 down``) and
 `block_vrrp` (nftables drops IP protocol 112 both ways in a node: a split brain).
 
 Who is master is read from the kernel, the same way for both daemons: the nodes whose
@@ -71,6 +72,7 @@ class VrrpSettings:
     preempt: bool = True
     graceful_handoff: bool = False  # zonegate only: keep the VIP until a backup is master
     garp_refresh: float = 10.0  # zonegate only: periodic GARP while master (0 = off)
+    garp_count: int = 5  # zonegate only: gratuitous ARPs per burst
 
 
 # --- config writers -------------------------------------------------------------------
@@ -143,7 +145,7 @@ def zonegate_topology(
             "vips": [vip],
             "graceful_handoff": settings.graceful_handoff,
             "garp": {
-                "count": 5,
+                "count": settings.garp_count,
                 "spacing": "50ms",
                 "refresh": _fmt_secs(settings.garp_refresh) if settings.garp_refresh else "0s",
             },
@@ -528,6 +530,11 @@ class VrrpLab:
         """The node's cable: its port on the bridge up or down (the node sees carrier)."""
         assert self.switch is not None
         self.net.link(self.switch.ns, self.switch.ports[self.ns(name)], up=up)
+
+    def nic(self, name: str, *, up: bool) -> None:
+        """The node's own eth0 administratively down or up (``ip link set eth0 down`` on
+        the box): unlike `link`, the kernel marks the node's sockets bound to it."""
+        self.net.link(self.ns(name), IFACE, up=up)
 
     def block_vrrp(self, name: str) -> None:
         """Drop IP protocol 112 (VRRP) in and out of the node, with nftables."""
