@@ -242,6 +242,7 @@ class ClientConnection(asyncio.Protocol):
         if self.start_buf:
             data = self.start_buf + data
             self.start_buf = b""
+            self.reading = IDLE
         pos = 0
         end = len(data)
         try:
@@ -283,8 +284,10 @@ class ClientConnection(asyncio.Protocol):
             sp = data.find(b" ", pos, pos + http1.MAX_METHOD + 1)
             if sp < 0:
                 if end - pos <= http1.MAX_METHOD and http1.is_token(data[pos:]):
-                    # The method may go on in the next read.
+                    # The method may go on in the next read: a head has begun (the
+                    # header timeout runs), llhttp sees it once its end is known.
                     self.start_buf = data[pos:]
+                    self.reading = HEAD
                     self.deadline = self.worker.now + self.listener.header_timeout
                     return end
             else:
@@ -295,8 +298,8 @@ class ClientConnection(asyncio.Protocol):
                     self.ext_method = method
                     prefix = http1.METHOD_PLACEHOLDER
                     piece_start = sp
-        stop = data.find(_HEAD_END, pos)
         tail = self.head_tail
+        stop = data.find(_HEAD_END, pos)
         if tail:
             # The end of the head may straddle the previous read and this one.
             j = (tail + data[pos : pos + 3]).find(_HEAD_END)
@@ -308,9 +311,9 @@ class ClientConnection(asyncio.Protocol):
             stop += 4
         if stop < 0:
             stop = end
+            self.head_tail = (tail + data[pos:])[-3:]
         piece = data[piece_start:stop]
         self.head_raw += stop - pos
-        self.head_tail = (tail + data[pos:stop])[-3:]
         try:
             self.parser.feed_data(prefix + piece if prefix else piece)
         except httptools.HttpParserUpgrade:
@@ -1323,11 +1326,14 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
-            if self.exchange is ex and ex.switching:
-                ex.switch_protocols(self, data[e.args[0] :])
-                return
-            # A 101 to a request that did not ask to switch: the backend's mistake.
-            ex.upstream_error("bad_response", "unsolicited 101 switching protocols")
+            if self.exchange is ex:
+                if ex.switching:
+                    ex.switch_protocols(self, data[e.args[0] :])
+                    return
+                # A 101 to a request that did not ask to switch: the backend's mistake.
+                ex.upstream_error("bad_response", "unsolicited 101 switching protocols")
+            # (Else the exchange already gave this connection up, and may be on
+            # another one by now: leave it alone.)
             self.close()
             return
         except httptools.HttpParserError as e:
