@@ -169,3 +169,39 @@ def test_heads_cut_anywhere_are_read_whole(lb, origin):
         (b"FOO", b"/split", b"hi"),
         (b"GET", b"/next", b""),
     ]
+
+
+def test_chunked_bodies_pipelined_end_where_they_end(lb, origin):
+    """A request that looks like the end of a chunked body is the next request."""
+    reply, got = _through(
+        lb,
+        origin,
+        b"POST /one HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\n0\r\n\r\n\r\n3;x=1\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n"
+        b"GET /two HTTP/1.1\r\nHost: h.test\r\n" + CLOSE + b"\r\n",
+        want=2,
+    )
+    assert reply.count(b"HTTP/1.1 200 ") == 2, reply
+    assert [(r.target, r.body) for r in got] == [(b"/one", b"0\r\n\r\nabc"), (b"/two", b"")]
+
+
+def test_bad_chunk_after_the_request_was_sent_400_and_backend_unblamed(lb, origin):
+    """Bad client framing mid-body: the client gets 400; the origin sees an abandoned
+    request (its connection closed), never a next request read as that body."""
+    before = len(origin.requests)
+    with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as s:
+        s.sendall(
+            b"POST /bad HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        )
+        time.sleep(0.2)  # the request is on its way to the origin
+        s.sendall(b"3 x\r\nGET /hidden HTTP/1.1\r\n\r\n")
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 "), reply
+    nxt, _ = _through(lb, origin, b"GET /after HTTP/1.1\r\nHost: h.test\r\n" + CLOSE + b"\r\n")
+    assert nxt.startswith(b"HTTP/1.1 200 ")
+    targets = origin.targets()[before:]
+    assert b"/hidden" not in targets
+    assert targets[-1] == b"/after"
+    assert lb.backend("web", origin.address)["available"]

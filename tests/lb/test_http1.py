@@ -549,3 +549,41 @@ def test_upgrade_needs_connection_upgrade_and_http11():
     assert req(up).upgrade == b"websocket"
     assert req(up[:2]).upgrade is None
     assert req(up, version="1.0", keep_alive=False).upgrade is None
+
+
+def test_switch_head_relays_the_backends_101():
+    head = http1.build_switch_head(
+        b"Switching Protocols",
+        [
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade, X-Hop"),
+            (b"X-Hop", b"1"),
+            (b"Sec-WebSocket-Accept", b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            (b"Keep-Alive", b"5"),
+        ],
+        extra=[(b"X-Zonegate-Version", b"3")],
+    )
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert head.endswith(b"\r\n\r\n")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
+    assert b"Connection: Upgrade\r\nUpgrade: websocket\r\n" in head
+    assert b"X-Zonegate-Version: 3\r\n" in head
+    assert b"X-Hop" not in head
+    assert b"Keep-Alive" not in head
+
+
+def test_upgrade_request_head_keeps_upgrade_and_body_framing():
+    r = req(
+        [
+            (b"Host", b"a"),
+            (b"Upgrade", b"h2c"),
+            (b"Connection", b"Upgrade, HTTP2-Settings"),
+            (b"HTTP2-Settings", b"AAMAAABkAAQCAAAAAAIAAAAA"),
+            (b"Content-Length", b"5"),
+        ],
+        method=b"POST",
+    )
+    head = build_request_head(r, client_ip=b"1", proto=b"http", forwarded=True, via=b"v")
+    assert b"Content-Length: 5\r\n" in head
+    assert b"Connection: Upgrade\r\nUpgrade: h2c\r\n" in head
+    assert b"HTTP2-Settings" not in head  # listed in Connection: hop-by-hop
