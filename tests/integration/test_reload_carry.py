@@ -126,7 +126,7 @@ def test_inflight_requests_stay_counted_across_a_reload(tmp_path, backend_factor
         before = lb.backend("web", "b1")["responses"]["2xx"]
         _reload(lb, target, "sighup")
         b1 = lb.backend("web", "b1")
-        print(f"\nafter reload: b1 in flight {b1['inflight']}, status {lb.status()['pools']}")
+        print(f"\nafter reload: b1 in flight {b1['inflight']} (held {held})")
         assert b1["inflight"] == held, "requests in flight across the reload are still counted"
         assert lb.status()["pools"]["web"]["inflight"] == held
         assert b1["responses"]["2xx"] == before
