@@ -149,7 +149,11 @@ class ConsistentHashPicker:
             raise ValueError(f"balance_factor must be >= 1, got {balance_factor!r}")
         self._indexes, weights = usable(candidates)
         ramp = ramps(candidates, self._indexes)
-        self._ramp = None if ramp is None else dict(zip(self._indexes, ramp, strict=True))
+        self._ramp = (
+            None
+            if ramp is None
+            else {i: f for i, f in zip(self._indexes, ramp, strict=True) if f < 1.0}
+        )
         self._loads = loads
         self._rng = rng
         self._sampler = WeightedSampler(weights)
@@ -178,7 +182,7 @@ class ConsistentHashPicker:
         key = ctx.hash_key
         if key is None:
             return self._pick_random(ctx)
-        if ctx.exclude or not self._last or self._ramp is not None:
+        if ctx.exclude or not self._last:
             return self._pick_slow(key, ctx.exclude)
         i = bisect_left(self._ring, int.from_bytes(blake2b(key, digest_size=8).digest(), "big"))
         owner = self._owners[0 if i == self._last else i]
@@ -186,7 +190,9 @@ class ConsistentHashPicker:
         total = sum(inflight) if self._whole else sum(map(inflight.__getitem__, self._indexes))
         # inflight + 1 <= ceil(x)  <=>  inflight < x, for an integer inflight.
         if inflight[owner] < self._factor[owner] * (total + 1):
-            return owner
+            ramp = self._ramp
+            if ramp is None or owner not in ramp or admission(key) < ramp[owner]:
+                return owner
         return self._pick_slow(key, ctx.exclude)
 
     def _in_flight(self) -> int:
