@@ -196,7 +196,7 @@ def test_websocket_echo_with_a_real_client_and_server(tmp_path):
                     assert ws.recv(timeout=5) == message
                 ws.send(b"\x00\x01binary")
                 assert ws.recv(timeout=5) == b"\x00\x01binary"
-                ws.ping().wait(timeout=5)
+                assert ws.ping().wait(timeout=5)
             r = lb.get("/", headers={"Host": "app.test"})
             assert r.status in (400, 404, 426), r  # plain HTTP still served (not a ws path)
         server.shutdown()
