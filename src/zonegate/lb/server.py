@@ -330,6 +330,7 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
                 elif kind == "passive":
                     hub.record_passive(*msg[1:])
                 elif kind == "stats":
+                    h.last_stats = msg[2]
                     fut = h.pending.pop(msg[1], None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg[2])
@@ -376,12 +377,12 @@ async def _run_supervisor(snapshot: Snapshot, opts: LbOptions) -> int:
         await asyncio.wait([fut for _, _, fut in asked], timeout=2.0)
         snaps = []
         for h, n, fut in asked:
-            if fut.done():
-                h.last_stats = fut.result()
-            else:
+            if not fut.done():
                 h.pending.pop(n, None)
                 fut.cancel()
-            if h.last_stats is not None:  # a worker slow to answer: its last figures
+            # A worker slow to answer counts with its last figures; one that died
+            # has none (they moved to `retired`) until its successor reports.
+            if h.last_stats is not None:
                 snaps.append(h.last_stats)
         merged = merge_worker_stats([*snaps, *retired])
         merged["workers"] = len(snaps)
