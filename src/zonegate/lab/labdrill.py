@@ -151,11 +151,10 @@ class LoadProc:
             except ValueError:
                 continue
             if "s" in doc:
-                t, zone, backend, status, latency, error, home, version, failover = doc["s"]
-                self.samples.append(
-                    Sample(t - self.t0, zone, backend, status, latency, error, home, version,
-                           failover)
-                )  # fmt: skip
+                # [t, zone, backend, status, latency, error, home, version, failover,
+                # served]: Sample's fields in order (labload.py)
+                t, *rest = doc["s"]
+                self.samples.append(Sample(t - self.t0, *rest))
             elif doc.get("event") == "version":
                 self.version = max(self.version, int(doc["version"]))
                 self.version_events.append((doc["t"] - self.t0, int(doc["version"])))

@@ -22,7 +22,7 @@ process on the machine shares, whatever its namespace):
 
 * ``{"event": "ready", "t": T, "router": NAME, "version": V}`` once every device has
   its config;
-* ``{"s": [t, zone, backend, status, latency, error, home, version, failover]}`` per
+* ``{"s": [t, zone, backend, status, latency, error, home, version, failover, served]}`` per
   request (the fields of `zonegate.lab.drills.Sample`), in batches every 100 ms;
 * ``{"event": "version", "t": T, "version": V}`` when every device follows a version;
 * ``{"event": "end", "t": T, "requests": N}`` after SIGTERM or ``--duration``.
