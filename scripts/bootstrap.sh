@@ -5,7 +5,7 @@
 #                                 when missing), then zonegate into .venv (pip install -e .)
 #   scripts/bootstrap.sh test     the same, plus the real peers the tests talk to (apt, only
 #                                 when missing: dnsutils unbound etcd-server chromium
-#                                 keepalived nftables iproute2) and the test tools
+#                                 keepalived nftables iproute2 haproxy) and the test tools
 #                                 (pip install -e '.[test]')
 #   scripts/bootstrap.sh --list demo|test    print the apt packages that mode may install
 #
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
 DEMO_APT="python3 python3-venv"
-TEST_APT="dnsutils unbound etcd-server chromium keepalived nftables iproute2"
+TEST_APT="dnsutils unbound etcd-server chromium keepalived nftables iproute2 haproxy"
 
 usage() { echo "usage: $0 [--list] demo|test" >&2; exit 2; }
 list=""
@@ -47,7 +47,8 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 if [ "$mode" = test ]; then
     # Real peers the tests talk to: dig (dnsutils), unbound as a LocalDNS, an etcd
     # cluster, a browser for the dashboard; keepalived as the VRRP peer and nft for the
-    # split-brain fault in tests/netns and bench/vrrp_bench.py; ip for namespaces.
+    # split-brain fault in tests/netns and bench/vrrp_bench.py; ip for namespaces;
+    # HAProxy for the haproxy engine of `zonegate lb` (the tests start their own).
     missing=""
     command -v dig >/dev/null 2>&1 || missing="$missing dnsutils"
     command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || missing="$missing unbound"
@@ -56,11 +57,13 @@ if [ "$mode" = test ]; then
     [ -x /usr/sbin/keepalived ] || missing="$missing keepalived"
     [ -x /usr/sbin/nft ] || missing="$missing nftables"
     command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+    [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
     if [ -n "$missing" ]; then
         # shellcheck disable=SC2086 # one word per package
         apt_install $missing
-        # The tests start unbound, etcd and keepalived themselves; the distro services must not run.
-        for svc in unbound etcd keepalived; do
+        # The tests start unbound, etcd, keepalived and haproxy themselves; the distro
+        # services must not run.
+        for svc in unbound etcd keepalived haproxy; do
             (systemctl disable --now "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null) || true
         done
     fi

@@ -108,7 +108,7 @@ def listed(mode: str) -> list[str]:
 
 def test_demo_installs_only_python_and_test_adds_the_peers():
     assert listed("demo") == ["python3", "python3-venv"]
-    peers = {"dnsutils", "unbound", "etcd-server", "chromium", "keepalived", "nftables"}
+    peers = {"dnsutils", "unbound", "etcd-server", "chromium", "keepalived", "nftables", "haproxy"}
     assert peers <= set(listed("test"))
     assert set(listed("demo")) <= set(listed("test"))
 
