@@ -36,6 +36,7 @@ PURE_MODULES = [
     "health/machine.py",
     "lb/http1.py",
     "lb/router.py",
+    "lb/haproxy/desired.py",
     "vrrp/packet.py",
     "vrrp/machine.py",
     "vrrp/track.py",

@@ -1,0 +1,403 @@
+"""What HAProxy's servers should be, and what HAProxy's stats say back (pure).
+
+Theory of operation. HAProxy runs the active checks; zonegate's health hub reads the
+verdicts (`verdicts`), runs the same spill plan as the built-in engine
+(lb/router.py plan_pool) and publishes one `PoolState` per pool. `desired_servers`
+turns those states into server states and weights for HAProxy::
+
+    be_<pool>:  local servers        weights share  local_share
+                spill:<backup>:<id>  weights share  1 - local_share
+                (HAProxy splits a backend's traffic by weight over its UP servers)
+
+    admin state   enabled -> ready     drain -> drain     disabled -> maint
+    panic         every enabled local server forced up (checks off), as the
+                  built-in engine puts every enabled backend back in
+
+Weights are integers 0..256. Without spill the configured weights are kept (scaled
+down only when one is above 256), so what render.py writes needs no runtime fix.
+With spill the two groups' totals are rounded first and then shared out inside each
+group (largest remainder), so the spilled share of the weights is within 1/256 of
+``1 - local_share``. A server the hub counts as unavailable (down, drained, disabled)
+keeps the weight it would have if it were up: HAProxy already sends it nothing, and
+when it comes back (or is enabled again) it takes its share at once.
+
+`engine_stats` turns `show stat` rows into the stats document the built-in workers
+produce (lb/stats.py merge_snapshots, lb/server.py merge_worker_stats), so the hub's
+/status and the admin's /metrics keep their shape under both engines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from zonegate.lb.haproxy.model import (
+    SPILL_PREFIX,
+    WEIGHT_MAX,
+    DesiredState,
+    ServerAdmin,
+    ServerDesired,
+    ServerKey,
+    backend_name,
+    spill_server_name,
+)
+from zonegate.lb.stats import ERROR_KINDS, LATENCY_BUCKETS, STATUS_CLASSES
+
+if TYPE_CHECKING:
+    from zonegate.lb.pools import PoolState
+    from zonegate.topology.schema import Pool, Topology
+
+Row = Mapping[str, Any]
+"""One `show stat` row by column name (pxname, svname, status, scur, hrsp_2xx...);
+values may be the CSV's strings or already typed ints."""
+
+ADMIN_TO_SERVER = {
+    "enabled": ServerAdmin.READY,
+    "drain": ServerAdmin.DRAIN,
+    "disabled": ServerAdmin.MAINT,
+}
+"""Backend admin state (topology, control plane, admin API) -> HAProxy server state."""
+
+
+def zone_pools(topology: Topology, zone: str) -> list[str]:
+    """Pools a zone's LB serves: those its listeners route to, and their backups.
+
+    The same set as lb/worker.py's (that module is a shell; this one stays pure).
+    """
+    names: set[str] = set()
+    for lst in topology.listeners.values():
+        if lst.zone == zone:
+            names.update(r.pool for r in lst.routes)
+    for name in list(names):
+        pool = topology.pools.get(name)
+        if pool is not None and pool.backup:
+            names.add(pool.backup)
+    return sorted(n for n in names if n in topology.pools)
+
+
+# desired server states
+
+
+def desired_servers(
+    topology: Topology,
+    zone: str,
+    states: Mapping[str, PoolState],
+    admin: Mapping[tuple[str, str], str],
+) -> DesiredState:
+    """The state and weight every HAProxy server of the zone's LB should have.
+
+    Args:
+        topology: the topology in force.
+        zone: the LB's zone.
+        states: the hub's `PoolState` by pool name; a pool missing here is taken as
+            "every enabled backend up, no spill" (the hub has not published yet).
+        admin: admin state ("enabled", "drain", "disabled") by (pool, backend id);
+            backends not listed keep their topology `state`.
+
+    Returns:
+        One `ServerDesired` per server: the local servers of each pool's backend and,
+        when the pool has a backup, one spill server per backend of the backup.
+
+    Raises:
+        ValueError: an admin state other than enabled, drain, disabled.
+    """
+    out: DesiredState = {}
+    for name in zone_pools(topology, zone):
+        pool = topology.pools[name]
+        st = states.get(name)
+        local = _available(pool, st)
+        share = st.local_share if st is not None else 1.0
+        backup = topology.pools.get(pool.backup) if pool.backup else None
+        spill = _available(backup, states.get(pool.backup or "")) if backup else []
+        local_w, spill_w = split_weights(
+            local,
+            spill,
+            share,
+            local_configured=[float(b.weight) for b in pool.backends],
+            spill_configured=[float(b.weight) for b in backup.backends] if backup else [],
+        )
+        be = backend_name(name)
+        panic = st is not None and st.panic
+        for i, b in enumerate(pool.backends):
+            state = _admin(name, b.id, b.state, admin)
+            out[ServerKey(be, b.id)] = ServerDesired(
+                state, local_w[i], force_up=panic and state is ServerAdmin.READY
+            )
+        if backup is not None and pool.backup:
+            for j, b in enumerate(backup.backends):
+                state = _admin(pool.backup, b.id, b.state, admin)
+                out[ServerKey(be, spill_server_name(pool.backup, b.id))] = ServerDesired(
+                    state, spill_w[j]
+                )
+    return out
+
+
+def _admin(
+    pool: str, backend: str, default: str, admin: Mapping[tuple[str, str], str]
+) -> ServerAdmin:
+    value = admin.get((pool, backend), default)
+    try:
+        return ADMIN_TO_SERVER[value]
+    except KeyError:
+        raise ValueError(
+            f"admin state {value!r} of {pool}/{backend}: expected enabled, drain or disabled"
+        ) from None
+
+
+def _available(pool: Pool | None, st: PoolState | None) -> list[float]:
+    """Each backend's weight as a candidate (0: not taking requests)."""
+    if pool is None:
+        return []
+    if st is None or len(st.weights) != len(pool.backends):
+        return [float(b.weight) if b.state == "enabled" else 0.0 for b in pool.backends]
+    return [max(0.0, float(w)) for w in st.weights]
+
+
+def split_weights(
+    local: list[float],
+    spill: list[float],
+    local_share: float,
+    *,
+    local_configured: list[float] | None = None,
+    spill_configured: list[float] | None = None,
+) -> tuple[list[int], list[int]]:
+    """HAProxy weights (0..256) for a pool's local and spill servers.
+
+    Args:
+        local: candidate weight of each local server (0: unavailable).
+        spill: candidate weight of each server of the backup pool (0: unavailable).
+        local_share: the share of requests the local servers should take, in [0, 1].
+        local_configured, spill_configured: configured weights, used for the servers
+            with candidate weight 0 (the weight each would have if it were available).
+            Default: the candidate weights.
+
+    Returns:
+        (local weights, spill weights). Over the available servers, the spill
+        weights' share of the total is within 1/256 of the effective spill share:
+        ``1 - local_share``, or 0 when no spill server is available, or 1 when no
+        local server is.
+
+    Raises:
+        ValueError: local_share outside [0, 1], or a configured list of the wrong length.
+    """
+    if not 0.0 <= local_share <= 1.0:
+        raise ValueError(f"local_share {local_share} not in [0, 1]")
+    local_cfg = local if local_configured is None else local_configured
+    spill_cfg = spill if spill_configured is None else spill_configured
+    if len(local_cfg) != len(local) or len(spill_cfg) != len(spill):
+        raise ValueError("configured weights must list every server")
+    total_local, total_spill = sum(local), sum(spill)
+    if total_spill <= 0 or (total_local > 0 and local_share >= 1.0):
+        # No spill: keep the configured proportions; spill servers take nothing.
+        unit = _fit_unit([*local, *local_cfg])
+        return _fill(local, local_cfg, unit, at_least_one=True), [0] * len(spill)
+    share = local_share if total_local > 0 else 0.0
+    # Ideal share of each available server; the largest gets WEIGHT_MAX.
+    biggest = max(
+        [share * w / total_local for w in local if total_local > 0]
+        + [(1.0 - share) * w / total_spill for w in spill]
+    )
+    scale = WEIGHT_MAX / biggest
+    group_local = round(share * scale)
+    group_spill = round((1.0 - share) * scale)
+    local_w = _hamilton(local, group_local)
+    spill_w = _hamilton(spill, group_spill)
+    # Servers that are not available: what they would weigh at the same unit.
+    local_unit = group_local / total_local if total_local > 0 and group_local else None
+    spill_unit = group_spill / total_spill if group_spill else None
+    local_w = _fill_missing(local, local_cfg, local_w, local_unit)
+    spill_w = _fill_missing(spill, spill_cfg, spill_w, spill_unit)
+    return local_w, spill_w
+
+
+def _fit_unit(weights: Iterable[float]) -> float:
+    """The factor that brings configured weights into 0..256 (1 when they fit)."""
+    top = max(weights, default=0.0)
+    return 1.0 if top <= WEIGHT_MAX else WEIGHT_MAX / top
+
+
+def _fill(avail: list[float], cfg: list[float], unit: float, *, at_least_one: bool) -> list[int]:
+    out = []
+    for a, c in zip(avail, cfg, strict=True):
+        w = a if a > 0 else c
+        n = min(WEIGHT_MAX, round(w * unit))
+        if at_least_one and w > 0:
+            n = max(1, n)
+        out.append(n)
+    return out
+
+
+def _fill_missing(
+    avail: list[float], cfg: list[float], weights: list[int], unit: float | None
+) -> list[int]:
+    if unit is None:
+        unit = _fit_unit(cfg)
+    return [
+        w if a > 0 else min(WEIGHT_MAX, max(1 if c > 0 else 0, round(c * unit)))
+        for a, c, w in zip(avail, cfg, weights, strict=True)
+    ]
+
+
+def _hamilton(weights: list[float], total: int) -> list[int]:
+    """Integers proportional to `weights` summing to `total` (largest remainder),
+    none above WEIGHT_MAX."""
+    whole = sum(weights)
+    if total <= 0 or whole <= 0:
+        return [0] * len(weights)
+    quotas = [total * w / whole for w in weights]
+    out = [min(WEIGHT_MAX, math.floor(q)) for q in quotas]
+    left = total - sum(out)
+    order = sorted(range(len(weights)), key=lambda i: out[i] - quotas[i])
+    for i in order:
+        if left <= 0:
+            break
+        if out[i] < WEIGHT_MAX and weights[i] > 0:
+            out[i] += 1
+            left -= 1
+    return out
+
+
+# HAProxy's verdicts
+
+
+def _status_up(status: str) -> bool | None:
+    """A server's `show stat` status as a health verdict (None: no verdict).
+
+    UP, NOLB and DRAIN (with their "x/y" transitions) mean the server is running;
+    DOWN means stopped. MAINT says nothing about health, and "no check" (checks off,
+    by config or by panic's `disable health`) neither.
+    """
+    word = status.split(" ", 1)[0]
+    if word in ("UP", "NOLB", "DRAIN"):
+        return True
+    if word == "DOWN":
+        return False
+    return None
+
+
+def verdicts(
+    rows: Iterable[Row], *, unchecked: Collection[str] = ()
+) -> dict[tuple[str, str], bool]:
+    """HAProxy's health verdict of each local server, by (pool, backend id).
+
+    Args:
+        rows: `show stat` rows.
+        unchecked: pools configured without active checks: their servers read
+            "no check" and are up (the built-in engine's rule: up unless ejected).
+
+    Returns:
+        True (up) or False (down) for the servers HAProxy has a verdict on. Spill
+        servers, frontends, backend totals and servers in maintenance or with checks
+        off are left out: the caller keeps its last verdict for them.
+    """
+    out: dict[tuple[str, str], bool] = {}
+    for row in rows:
+        px, sv = str(row.get("pxname", "")), str(row.get("svname", ""))
+        if not px.startswith("be_") or sv in ("BACKEND", "FRONTEND") or sv.startswith(SPILL_PREFIX):
+            continue
+        pool = px[3:]
+        status = str(row.get("status", ""))
+        up = _status_up(status)
+        if up is None and status == "no check" and pool in unchecked:
+            up = True
+        if up is not None:
+            out[(pool, sv)] = up
+    return out
+
+
+def unchecked_pools(topology: Topology, zone: str) -> frozenset[str]:
+    """The zone's pools that have no active check (for `verdicts`)."""
+    return frozenset(
+        n for n in zone_pools(topology, zone) if topology.pools[n].health.active is None
+    )
+
+
+# stats in the built-in engine's shape
+
+
+def _num(row: Row, key: str) -> int:
+    value = row.get(key)
+    if value is None or value == "":
+        return 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def engine_stats(
+    topology: Topology, zone: str, rows: Iterable[Row], *, workers: int = 1
+) -> dict[str, Any]:
+    """The stats document of lb/server.py's merge_worker_stats, from `show stat` rows.
+
+    Per backend: responses by class (hrsp_1xx..5xx) and requests in flight (scur).
+    A request spilled to the backup is served by a spill server inside the home
+    pool's HAProxy backend; it counts for the backup pool's backend, as in the
+    built-in engine, and as `spilled` for the home pool. Errors: econ ->
+    connect_failed, eresp -> bad_response, wretr + wredis -> retried, srv_abrt ->
+    aborted_midway. Client side: frontends' ereq -> client_bad_request, scur ->
+    connections. HAProxy keeps no latency histogram, so the buckets stay 0 while
+    latency_count still counts the responses.
+
+    Args:
+        topology: the topology in force.
+        zone: the LB's zone.
+        rows: `show stat` rows (typed or the CSV's strings).
+        workers: what /status reports as `workers` (HAProxy's thread count).
+    """
+    names = zone_pools(topology, zone)
+    by_backend = {backend_name(n): n for n in names}
+    pools: dict[str, dict[str, Any]] = {}
+    for n in names:
+        ids = [b.id for b in topology.pools[n].backends]
+        pools[n] = {
+            "ids": ids,
+            "inflight": [0] * len(ids),
+            "responses": [[0] * len(STATUS_CLASSES) for _ in ids],
+            "latency_buckets": [0] * (len(LATENCY_BUCKETS) + 1),
+            "latency_sum": 0.0,
+            "latency_count": 0,
+            "errors": dict.fromkeys(ERROR_KINDS, 0),
+        }
+    where = {n: {bid: i for i, bid in enumerate(p["ids"])} for n, p in pools.items()}
+    client_errors: dict[str, int] = {}
+    connections = 0
+    for row in rows:
+        px, sv = str(row.get("pxname", "")), str(row.get("svname", ""))
+        if sv == "FRONTEND":
+            connections += _num(row, "scur")
+            bad = _num(row, "ereq")
+            if bad:
+                client_errors["client_bad_request"] = (
+                    client_errors.get("client_bad_request", 0) + bad
+                )
+            continue
+        home = by_backend.get(px)
+        if home is None or sv == "BACKEND":
+            continue
+        pool, bid = home, sv
+        if sv.startswith(SPILL_PREFIX):
+            pool, _, bid = sv[len(SPILL_PREFIX) :].partition(":")
+            pools[home]["errors"]["spilled"] += _num(row, "stot")
+        doc = pools.get(pool)
+        i = where.get(pool, {}).get(bid)
+        if doc is None or i is None:
+            continue
+        counts = [_num(row, f"hrsp_{c}") for c in STATUS_CLASSES]
+        row_counts = doc["responses"][i]
+        for c, v in enumerate(counts):
+            row_counts[c] += v
+        doc["latency_count"] += sum(counts)
+        doc["inflight"][i] += _num(row, "scur")
+        errs = doc["errors"]
+        errs["connect_failed"] += _num(row, "econ")
+        errs["bad_response"] += _num(row, "eresp")
+        errs["retried"] += _num(row, "wretr") + _num(row, "wredis")
+        errs["aborted_midway"] += _num(row, "srv_abrt")
+    return {
+        "pools": pools,
+        "client_errors": client_errors,
+        "connections": connections,
+        "workers": workers,
+    }
