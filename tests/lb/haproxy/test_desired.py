@@ -23,6 +23,7 @@ from zonegate.lb.haproxy.desired import (
     engine_stats,
     split_weights,
     unchecked_pools,
+    verdict_details,
     verdicts,
 )
 from zonegate.lb.haproxy.model import WEIGHT_MAX, ServerAdmin, ServerKey
@@ -267,6 +268,20 @@ def test_checks_off_in_a_checked_pool_give_no_verdict():
     assert v == {}
 
 
+def test_verdicts_say_why_in_haproxy_words():
+    text = (
+        "# pxname,svname,status,check_status,check_code,check_desc,last_chk\n"
+        "be_pa,a1,DOWN,L7STS,503,Layer7 wrong status,Service Unavailable\n"
+        "be_pa,a2,DOWN,L4CON,,Layer4 connection problem,Connection refused\n"
+        "be_pa,a3,UP,,,,\n"
+    )
+    assert verdict_details(rows(text)) == {
+        ("pa", "a1"): (False, "haproxy: Layer7 wrong status (503): Service Unavailable"),
+        ("pa", "a2"): (False, "haproxy: Layer4 connection problem: Connection refused"),
+        ("pa", "a3"): (True, "haproxy: UP"),
+    }
+
+
 @given(st.dictionaries(st.sampled_from(["pxname", "svname", "status", "scur"]), st.text()))
 def test_any_row_gives_a_verdict_or_nothing(row):
     v = verdicts([row])
@@ -383,6 +398,8 @@ backend be_pb
                     break
             time.sleep(0.05)
         assert {k: v.get(k) for k in want} == want
+        why = verdict_details(rows(_cli(sock, "show stat")))[("pa", "a2")][1]
+        assert why == "haproxy: Layer4 connection problem: Connection refused"
         # Feed the verdicts to the plan (the hub's part) and apply the weights.
         hub = hub_with({"pa": {b for (p, b), up in v.items() if p == "pa" and not up}})
         d = desired_servers(TOPOLOGY, "a", hub.states, {("pb", "b2"): "drain"})
@@ -404,3 +421,17 @@ backend be_pb
     finally:
         proc.kill()
         listening.close()
+
+
+def test_spill_servers_of_backends_named_by_address():
+    topo = load_topology_text(
+        TOPO.replace(", name: b1, weight: 2}", ", weight: 2}").replace(
+            ", name: b2, weight: 1}", "}"
+        )
+    )
+    d = desired_servers(topo, "a", {}, {})
+    assert ServerKey("be_pa", "spill:pb:127.0.0.1:2001") in d
+    text = "# pxname,svname,status,hrsp_2xx,stot\nbe_pa,spill:pb:127.0.0.1:2001,UP,5,5\n"
+    s = engine_stats(topo, "a", rows(text))
+    assert s["pools"]["pb"]["ids"] == ["127.0.0.1:2001", "127.0.0.1:2002"]
+    assert s["pools"]["pb"]["responses"][0][1] == 5

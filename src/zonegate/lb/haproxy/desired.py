@@ -291,7 +291,19 @@ def verdicts(
         servers, frontends, backend totals and servers in maintenance or with checks
         off are left out: the caller keeps its last verdict for them.
     """
-    out: dict[tuple[str, str], bool] = {}
+    return {k: up for k, (up, _) in verdict_details(rows, unchecked=unchecked).items()}
+
+
+def verdict_details(
+    rows: Iterable[Row], *, unchecked: Collection[str] = ()
+) -> dict[tuple[str, str], tuple[bool, str]]:
+    """`verdicts` with HAProxy's words for each: (up, why).
+
+    `why` is the last check's description and detail, as HAProxy logs them
+    ("Layer4 connection problem: Connection refused", "Layer7 wrong status (503)"),
+    or the status itself when the row has no check columns.
+    """
+    out: dict[tuple[str, str], tuple[bool, str]] = {}
     for row in rows:
         px, sv = str(row.get("pxname", "")), str(row.get("svname", ""))
         if not px.startswith("be_") or sv in ("BACKEND", "FRONTEND") or sv.startswith(SPILL_PREFIX):
@@ -302,8 +314,22 @@ def verdicts(
         if up is None and status == "no check" and pool in unchecked:
             up = True
         if up is not None:
-            out[(pool, sv)] = up
+            out[(pool, sv)] = (up, _why(row, status))
     return out
+
+
+def _why(row: Row, status: str) -> str:
+    desc = str(row.get("check_desc") or row.get("check_status") or "")
+    if not desc:
+        return f"haproxy: {status}"
+    code = str(row.get("check_code") or "")
+    detail = str(row.get("last_chk") or "")
+    why = f"haproxy: {desc}"
+    if code:
+        why += f" ({code})"
+    if detail:
+        why += f": {detail}"
+    return why
 
 
 def unchecked_pools(topology: Topology, zone: str) -> frozenset[str]:
