@@ -15,7 +15,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.peers.processes import refused_port, start_process
+from tests.peers.processes import (
+    ProcessError,
+    free_port,
+    refused_port,
+    retry_addr_in_use,
+    start_process,
+)
 from zonegate.clock import FakeClock
 from zonegate.lb.admin import AdminApp
 from zonegate.lb.haproxy.desired import (
@@ -301,11 +307,12 @@ def test_stats_count_spilled_requests_on_the_backup_backend():
     assert pa["errors"]["spilled"] == 6
     assert pa["errors"]["connect_failed"] == 6
     assert pa["errors"]["retried"] == 2
-    assert pb["responses"][0] == [0, 2 + 6, 0, 0, 0]
+    # b1's own 2, the 6 spilled from pa, and HAProxy's own 5xx for it (eresp).
+    assert pb["responses"][0] == [0, 2 + 6, 0, 0, 1]
     assert pb["inflight"] == [1, 0]
     assert pb["errors"]["retried"] == 1
     assert pb["errors"]["aborted_midway"] == 1
-    assert pb["latency_count"] == 8
+    assert pb["latency_count"] == 9
     assert (s["connections"], s["workers"]) == (4, 2)
     assert s["client_errors"] == {"client_bad_request": 3}
 
@@ -435,3 +442,90 @@ def test_spill_servers_of_backends_named_by_address():
     s = engine_stats(topo, "a", rows(text))
     assert s["pools"]["pb"]["ids"] == ["127.0.0.1:2001", "127.0.0.1:2002"]
     assert s["pools"]["pb"]["responses"][0][1] == 5
+
+
+def _start_haproxy(tmp_path, body):
+    """HAProxy on `body` (a config after global/defaults, with {port} for the frontend);
+    returns (proc, port, stats socket) once its stats socket answers."""
+    sock = tmp_path / "haproxy.sock"
+    sock.unlink(missing_ok=True)
+
+    def start():
+        port = free_port()
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(
+            f"""global
+    stats socket {sock} level admin
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 300ms
+"""
+            + body.format(port=port)
+        )
+        proc = start_process([HAPROXY, "-db", "-f", str(cfg)], None)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if proc.proc.poll() is not None:
+                out = proc.output()
+                proc.kill()
+                raise ProcessError(f"haproxy exited: {out}")
+            if sock.exists():
+                return proc, port
+            time.sleep(0.02)
+        proc.kill()
+        raise ProcessError("haproxy: no stats socket after 10 s")
+
+    proc, port = retry_addr_in_use(start)
+    return proc, port, sock
+
+
+def _get(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head = s.recv(4096).decode("latin-1")
+    return int(head.split(" ", 2)[1])
+
+
+@pytest.mark.skipif(
+    not Path(HAPROXY).exists(), reason="haproxy not installed (apt-get install haproxy)"
+)
+@pytest.mark.timeout(30)
+def test_haproxy_own_errors_count_as_the_builtin_engine_counts_them(tmp_path):
+    # A backend that accepts and never answers (504 after `timeout server`), and a pool
+    # whose only server is down (503, no server).
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)
+    dead = refused_port()
+    body = f"""frontend fe_la
+    bind 127.0.0.1:{{port}}
+    use_backend be_pa if {{{{ path_beg /a }}}}
+    default_backend be_solo
+backend be_pa
+    server a1 127.0.0.1:{dead} check inter 100ms rise 1 fall 1
+    server a2 127.0.0.1:{dead} check inter 100ms rise 1 fall 1
+    server a3 127.0.0.1:{dead} check inter 100ms rise 1 fall 1
+backend be_solo
+    server s1 127.0.0.1:{hang.getsockname()[1]}
+"""
+    proc, port, sock = _start_haproxy(tmp_path, body)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if verdicts(rows(_cli(sock, "show stat"))).get(("pa", "a3")) is False:
+                break
+            time.sleep(0.05)
+        assert _get(port, "/solo") == 504
+        assert [_get(port, "/a") for _ in range(2)] == [503, 503]
+        s = engine_stats(TOPOLOGY, "a", rows(_cli(sock, "show stat")))
+    finally:
+        proc.kill()
+        hang.close()
+    solo, pa = s["pools"]["solo"], s["pools"]["pa"]
+    assert solo["responses"][0] == [0, 0, 0, 0, 1]  # the 504, on the backend, as built-in
+    assert solo["latency_count"] == 1
+    assert pa["errors"]["no_backend"] == 2  # not responses of any backend
+    assert pa["latency_count"] == 0
+    assert all(r == [0] * 5 for r in pa["responses"])

@@ -358,13 +358,18 @@ def engine_stats(
     """The stats document of lb/server.py's merge_worker_stats, from `show stat` rows.
 
     Per backend: responses by class (hrsp_1xx..5xx) and requests in flight (scur).
+    HAProxy counts the 502/504 it answers itself for a server (reset, timeout, bad
+    response) in that server's `eresp`, not in its `hrsp_5xx`; the built-in engine
+    counts them as the backend's 5xx, so `eresp` is added to the server's 5xx here.
     A request spilled to the backup is served by a spill server inside the home
     pool's HAProxy backend; it counts for the backup pool's backend, as in the
-    built-in engine, and as `spilled` for the home pool. Errors: econ ->
-    connect_failed, eresp -> bad_response, wretr + wredis -> retried, srv_abrt ->
-    aborted_midway. Client side: frontends' ereq -> client_bad_request, scur ->
-    connections. HAProxy keeps no latency histogram, so the buckets stay 0 while
-    latency_count still counts the responses.
+    built-in engine, and as `spilled` for the home pool. The 503s HAProxy answers
+    when no server is left show only in the backend's totals (its `econ` beyond its
+    servers'): they count as `no_backend`, not as responses, as in the built-in
+    engine. Errors: econ -> connect_failed, eresp -> bad_response, wretr + wredis ->
+    retried, srv_abrt -> aborted_midway. Client side: frontends' ereq ->
+    client_bad_request, scur -> connections. HAProxy keeps no latency histogram, so
+    the buckets stay 0 while latency_count still counts the responses.
 
     Args:
         topology: the topology in force.
@@ -387,6 +392,9 @@ def engine_stats(
             "errors": dict.fromkeys(ERROR_KINDS, 0),
         }
     where = {n: {bid: i for i, bid in enumerate(p["ids"])} for n, p in pools.items()}
+    # Per HAProxy backend: [responses, econ] of the BACKEND row and of its servers.
+    totals = {n: [0, 0] for n in names}
+    by_servers = {n: [0, 0] for n in names}
     client_errors: dict[str, int] = {}
     connections = 0
     for row in rows:
@@ -400,8 +408,16 @@ def engine_stats(
                 )
             continue
         home = by_backend.get(px)
-        if home is None or sv == "BACKEND":
+        if home is None:
             continue
+        counts = [_num(row, f"hrsp_{c}") for c in STATUS_CLASSES]
+        if sv == "BACKEND":
+            totals[home] = [sum(counts), _num(row, "econ")]
+            continue
+        eresp = _num(row, "eresp")
+        counts[4] += eresp
+        by_servers[home][0] += sum(counts)
+        by_servers[home][1] += _num(row, "econ")
         pool, bid = home, sv
         if sv.startswith(SPILL_PREFIX):
             pool, _, bid = sv[len(SPILL_PREFIX) :].partition(":")
@@ -410,7 +426,6 @@ def engine_stats(
         i = where.get(pool, {}).get(bid)
         if doc is None or i is None:
             continue
-        counts = [_num(row, f"hrsp_{c}") for c in STATUS_CLASSES]
         row_counts = doc["responses"][i]
         for c, v in enumerate(counts):
             row_counts[c] += v
@@ -418,9 +433,14 @@ def engine_stats(
         doc["inflight"][i] += _num(row, "scur")
         errs = doc["errors"]
         errs["connect_failed"] += _num(row, "econ")
-        errs["bad_response"] += _num(row, "eresp")
+        errs["bad_response"] += eresp
         errs["retried"] += _num(row, "wretr") + _num(row, "wredis")
         errs["aborted_midway"] += _num(row, "srv_abrt")
+    for n in names:
+        no_server = max(0, totals[n][1] - by_servers[n][1])
+        unattributed = max(0, totals[n][0] - by_servers[n][0] - no_server)
+        pools[n]["errors"]["no_backend"] += no_server
+        pools[n]["latency_count"] += unattributed
     return {
         "pools": pools,
         "client_errors": client_errors,
