@@ -36,6 +36,8 @@ PURE_MODULES = [
     "health/machine.py",
     "lb/http1.py",
     "lb/router.py",
+    "lb/haproxy/capabilities.py",
+    "lb/haproxy/render.py",
     "lb/haproxy/desired.py",
     "vrrp/packet.py",
     "vrrp/machine.py",

@@ -68,7 +68,7 @@ def test_unknown_key_lists_the_allowed_ones() -> None:
             colour: blue
         """
     ) == [
-        "t.yaml:3:5: zones.cp: unknown key 'colour' (allowed: region, lb_admin, vips, weight, capacity, health)"
+        "t.yaml:3:5: zones.cp: unknown key 'colour' (allowed: region, lb_admin, vips, weight, capacity, health, lb_engine)"
     ]
 
 

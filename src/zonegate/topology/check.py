@@ -7,7 +7,7 @@ import sys
 from typing import Any, TextIO
 
 from zonegate.errors import ConfigErrors, ConfigProblem
-from zonegate.topology.load import load_topology
+from zonegate.topology.load import load_topology, render_path
 from zonegate.topology.schema import Topology
 
 
@@ -38,11 +38,13 @@ def summary(topo: Topology) -> str:
 def config_warnings(path: str, topo: Topology) -> list[ConfigProblem]:
     """What is valid but probably not meant, each at its file:line:col.
 
-    Today one case: a zone the GSLB may answer (a candidate of a `dns.domains` GSLB
-    name) whose health check cannot run, i.e. `health.type: lb_status` (the default)
-    without `lb_admin`, or tcp/http with neither `health.address` nor a VIP. `zonegate
-    dns` and `zonegate httpdns` answer such a zone as always up (reason "no health
-    check", logged at start), so its users are sent to it even when it is dead.
+    Two cases. A setting the zone's LB engine honours differently from the built-in
+    engine (`zonegate.lb.haproxy.capabilities.engine_warnings`). And a zone the GSLB
+    may answer (a candidate of a `dns.domains` GSLB name) whose health check cannot
+    run, i.e. `health.type: lb_status` (the default) without `lb_admin`, or tcp/http
+    with neither `health.address` nor a VIP. `zonegate dns` and `zonegate httpdns`
+    answer such a zone as always up (reason "no health check", logged at start), so
+    its users are sent to it even when it is dead.
 
     Args:
         path: The file `topo` was loaded from (for the positions).
@@ -51,8 +53,9 @@ def config_warnings(path: str, topo: Topology) -> list[ConfigProblem]:
     Returns:
         The warnings, in file order; empty when there is nothing to say.
     """
+    out = _engine_warnings(path, topo)
     if not any(domain.gslb for domain in topo.dns.domains.values()):
-        return []
+        return out
     from zonegate.dns.policy import compile_gslb
     from zonegate.dns.zonehealth import health_source
 
@@ -60,7 +63,6 @@ def config_warnings(path: str, topo: Topology) -> list[ConfigProblem]:
     for entry in compile_gslb(topo).names.values():
         if entry.cname is None:
             used.update(entry.candidates)
-    out: list[ConfigProblem] = []
     tree = _tree(path)
     for name, zone in topo.zones.items():
         if name not in used or health_source(zone) is not None:
@@ -79,6 +81,20 @@ def config_warnings(path: str, topo: Topology) -> list[ConfigProblem]:
         line, col = _position(tree, ["zones", name, "health", "type"])
         out.append(ConfigProblem(path, line, col, f"zones.{name}", f"warning: {what}"))
     return sorted(out, key=lambda p: (p.line or 0, p.col or 0))
+
+
+def _engine_warnings(path: str, topo: Topology) -> list[ConfigProblem]:
+    from zonegate.lb.haproxy.capabilities import engine_warnings
+
+    found = engine_warnings(topo)
+    if not found:
+        return []
+    tree = _tree(path)
+    out = []
+    for keys, msg in found:
+        line, col = _position(tree, [str(k) for k in keys])
+        out.append(ConfigProblem(path, line, col, render_path(keys), f"warning: {msg}"))
+    return out
 
 
 def _tree(path: str) -> Any:

@@ -80,6 +80,10 @@ class Zone(Model):
     """Sessions (in-flight requests) the zone can hold, for the GSLB `capacity` policy.
     Default: what the zone's LB reports in /status (sum of pool capacities), if any."""
     health: ZoneHealthCheck = ZoneHealthCheck()
+    lb_engine: Literal["builtin", "haproxy"] = "builtin"
+    """What moves the bytes of this zone's `zonegate lb`: builtin (the Python proxy, no
+    external program) or haproxy (HAProxy driven by zonegate). `zonegate lb --engine`
+    overrides it; `zonegate check` refuses settings the engine cannot honour."""
 
 
 class ActiveCheck(Model):
@@ -200,6 +204,20 @@ class ListenerLimits(Model):
     max_connections: Annotated[int, Field(ge=1)] = 20000
 
 
+Alpn = Literal["h2", "http/1.1"]
+
+
+class ListenerTls(Model):
+    """TLS termination on a listener (haproxy engine only)."""
+
+    certificate: Annotated[str, Field(min_length=1)]
+    """PEM file with the certificate chain (server certificate first)."""
+    key: Annotated[str, Field(min_length=1)]
+    """PEM file with the certificate's private key."""
+    alpn: Annotated[list[Alpn], Field(min_length=1)] = ["h2", "http/1.1"]
+    """Protocols offered by ALPN, in order of preference."""
+
+
 class Listener(Model):
     """A socket `zonegate lb` accepts on, with its routes."""
 
@@ -214,6 +232,8 @@ class Listener(Model):
     """Add X-Forwarded-For, X-Forwarded-Proto and Via."""
     version_header: str | None = "X-Zonegate-Version"
     """Response header carrying the config version; null disables it."""
+    tls: ListenerTls | None = None
+    """Terminate TLS with this certificate (haproxy engine only). Default: plain TCP."""
 
 
 class SplitZone(Model):
@@ -484,6 +504,7 @@ __all__ = [
     "Listener",
     "ListenerLimits",
     "ListenerTimeouts",
+    "ListenerTls",
     "PassiveCheck",
     "Pool",
     "PoolTimeouts",

@@ -35,6 +35,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
+from zonegate.lb.haproxy.capabilities import engine_problems
 from zonegate.topology.schema import (
     DnsDomain,
     GslbRecord,
@@ -243,6 +244,8 @@ class _Checker:
         self.vips()
         _VrrpChecker(self).run()
         _DnsChecker(self).run()
+        # What the zone's LB engine cannot honour (lb/haproxy/capabilities.py).
+        self.problems.extend(engine_problems(self.topo))
         return self.problems
 
     def pool(self, name: str, pool: Pool) -> None:
@@ -941,6 +944,9 @@ def validate(
     apex, in no loop; A/AAAA/MX values parse; fallback 'addresses' has
     fallback_addresses; GSLB candidate zones have vips; ip_weights name candidate
     VIPs; a name server inside a configured domain has an A or AAAA record (glue).
+
+    Engines: a setting the zone's `lb_engine` cannot honour (TLS on builtin; on
+    haproxy see `zonegate.lb.haproxy.capabilities`).
 
     Routing a listener to a pool of another zone is allowed and not reported.
 
