@@ -8,7 +8,9 @@ import io
 import json
 import shutil
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -529,3 +531,69 @@ backend be_solo
     assert pa["errors"]["no_backend"] == 2  # not responses of any backend
     assert pa["latency_count"] == 0
     assert all(r == [0] * 5 for r in pa["responses"])
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.skipif(
+    not Path(HAPROXY).exists(), reason="haproxy not installed (apt-get install haproxy)"
+)
+@pytest.mark.timeout(60)
+def test_measured_spill_share_through_haproxy_two_of_three_down(tmp_path):
+    """2 of 3 local backends down: the hub's plan, applied as weights, is what HAProxy
+    actually sends to the backup (the built-in engine's share: 1 - 1/3 x 1.4)."""
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Ok) for _ in range(3)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    a1, b1, b2 = (srv.server_address[1] for srv in servers)
+    dead = refused_port()
+    chk = "check inter 100ms rise 1 fall 1"
+    body = f"""frontend fe_la
+    bind 127.0.0.1:{{port}}
+    default_backend be_pa
+backend be_pa
+    balance roundrobin
+    server a1 127.0.0.1:{a1} {chk}
+    server a2 127.0.0.1:{dead} {chk}
+    server a3 127.0.0.1:{dead} {chk}
+    server spill:pb:b1 127.0.0.1:{b1} weight 0 track be_pb/b1
+    server spill:pb:b2 127.0.0.1:{b2} weight 0 track be_pb/b2
+backend be_pb
+    server b1 127.0.0.1:{b1} {chk} weight 2
+    server b2 127.0.0.1:{b2} {chk}
+"""
+    proc, port, sock = _start_haproxy(tmp_path, body)
+    try:
+        deadline = time.monotonic() + 10
+        v: dict = {}
+        while time.monotonic() < deadline:
+            v = verdicts(rows(_cli(sock, "show stat")))
+            if v.get(("pa", "a2")) is False and v.get(("pa", "a3")) is False:
+                break
+            time.sleep(0.05)
+        hub = hub_with({"pa": {b for (p, b), up in v.items() if p == "pa" and not up}})
+        plan = 1 - hub.states["pa"].local_share
+        for key, s in desired_servers(TOPOLOGY, "a", hub.states, {}).items():
+            if key.backend in ("be_pa", "be_pb"):
+                _cli(sock, f"set server {key.backend}/{key.server} weight {s.weight}")
+        before = {r["svname"]: int(r["stot"]) for r in rows(_cli(sock, "show stat"))}
+        n = 600
+        assert all(_get(port, "/") == 200 for _ in range(n))
+        after = {r["svname"]: int(r["stot"]) for r in rows(_cli(sock, "show stat"))}
+    finally:
+        proc.kill()
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
+    spilled = sum(after[s] - before[s] for s in ("spill:pb:b1", "spill:pb:b2"))
+    print(f"spill share measured {spilled / n:.3f}, plan {plan:.3f}")
+    assert abs(spilled / n - plan) <= 0.02
