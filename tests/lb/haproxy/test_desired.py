@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
 from hypothesis import given
@@ -35,6 +35,7 @@ from zonegate.lb.haproxy.desired import (
     verdicts,
 )
 from zonegate.lb.haproxy.model import WEIGHT_MAX, ServerAdmin, ServerKey
+from zonegate.lb.haproxy.render import HaproxyPaths, render_config
 from zonegate.lb.hub import HealthHub
 from zonegate.lb.pools import PoolState
 from zonegate.topology.load import load_topology_text
@@ -107,13 +108,32 @@ def spill_share(desired, pool="pa", up=None):
     return spill / (local + spill)
 
 
-def test_all_up_keeps_configured_weights_and_spill_servers_take_nothing():
+def rendered_servers(topology):
+    """(backend, server) -> weight, as render.py writes them into haproxy.cfg."""
+    d = PurePath("/tmp/zg-h3")
+    paths = HaproxyPaths(d, d / "s.sock", d / "m.sock", d / "state", d / "version.map")
+    out, backend = {}, None
+    for line in render_config(Snapshot(1, topology, "t"), "a", paths).splitlines():
+        words = line.split()
+        if words[:1] == ["backend"]:
+            backend = words[1]
+        elif words[:1] == ["server"] and backend is not None:
+            out[(backend, words[1])] = int(words[words.index("weight") + 1])
+    return out
+
+
+def test_all_up_gives_the_rendered_weights_so_nothing_needs_fixing():
     hub = hub_with({})
     d = desired_servers(TOPOLOGY, "a", hub.states, {})
-    assert d[ServerKey("be_pa", "a1")].weight == 1
     assert d[ServerKey("be_pa", "a1")].admin is ServerAdmin.READY
     assert d[ServerKey("be_pa", "spill:pb:b1")].weight == 0
-    assert d[ServerKey("be_pb", "b1")].weight == 2
+    assert (d[ServerKey("be_pb", "b1")].weight, d[ServerKey("be_pb", "b2")].weight) == (256, 128)
+    rendered = rendered_servers(TOPOLOGY)
+    assert set(rendered) == {(k.backend, k.server) for k in d}
+    # The drained s2 aside (the file gives it weight 0; it keeps its weight at runtime).
+    assert {k: w for k, w in rendered.items() if k != ("be_solo", "s2")} == {
+        (k.backend, k.server): x.weight for k, x in d.items() if k.server != "s2"
+    }
     assert not any(x.force_up for x in d.values())
     # Every server of every pool the zone serves, and one spill server per backup backend.
     assert {(k.backend, k.server) for k in d} == {
@@ -597,3 +617,13 @@ backend be_pb
     spilled = sum(after[s] - before[s] for s in ("spill:pb:b1", "spill:pb:b2"))
     print(f"spill share measured {spilled / n:.3f}, plan {plan:.3f}")
     assert abs(spilled / n - plan) <= 0.02
+
+
+def test_a_pool_reached_only_as_backup_has_no_spill_servers():
+    topo = load_topology_text(
+        TOPO.replace("  pb:\n    zone: b\n", "  pb:\n    zone: b\n    backup: pa\n")
+    )
+    assert topo.pools["pb"].backup == "pa"
+    d = desired_servers(topo, "a", {}, {})
+    assert not any(k.backend == "be_pb" and k.server.startswith("spill:") for k in d)
+    assert set(rendered_servers(topo)) == {(k.backend, k.server) for k in d}

@@ -13,8 +13,11 @@ turns those states into server states and weights for HAProxy::
     panic         every enabled local server forced up (checks off), as the
                   built-in engine puts every enabled backend back in
 
-Weights are integers 0..256. Without spill the configured weights are kept (scaled
-down only when one is above 256), so what render.py writes needs no runtime fix.
+Weights are integers 0..256 on render.py's `base_weight` scale (the pool's largest
+configured weight is 256; round_robin gives every backend 256, as its built-in picker
+ignores weights). Without spill those are the weights, so what render.py writes needs
+no runtime fix (a drained backend aside: the file has weight 0 for it, the runtime
+keeps its weight so that enabling it again is one state change).
 With spill the two groups' totals are rounded first and then shared out inside each
 group (largest remainder), so the spilled share of the weights is within 1/256 of
 ``1 - local_share``. A server the hub counts as unavailable (down, drained, disabled)
@@ -42,6 +45,7 @@ from zonegate.lb.haproxy.model import (
     backend_name,
     spill_server_name,
 )
+from zonegate.lb.haproxy.render import base_weight
 from zonegate.lb.stats import ERROR_KINDS, LATENCY_BUCKETS, STATUS_CLASSES
 
 if TYPE_CHECKING:
@@ -103,19 +107,22 @@ def desired_servers(
         ValueError: an admin state other than enabled, drain, disabled.
     """
     out: DesiredState = {}
+    routed = _routed_pools(topology, zone)
     for name in zone_pools(topology, zone):
         pool = topology.pools[name]
         st = states.get(name)
         local = _available(pool, st)
         share = st.local_share if st is not None else 1.0
-        backup = topology.pools.get(pool.backup) if pool.backup else None
+        backup = topology.pools.get(pool.backup) if pool.backup and name in routed else None
         spill = _available(backup, states.get(pool.backup or "")) if backup else []
         local_w, spill_w = split_weights(
             local,
             spill,
             share,
-            local_configured=[float(b.weight) for b in pool.backends],
-            spill_configured=[float(b.weight) for b in backup.backends] if backup else [],
+            local_configured=[float(base_weight(pool, b)) for b in pool.backends],
+            spill_configured=[float(base_weight(backup, b)) for b in backup.backends]
+            if backup
+            else [],
         )
         be = backend_name(name)
         panic = st is not None and st.panic
@@ -145,13 +152,25 @@ def _admin(
         ) from None
 
 
+def _routed_pools(topology: Topology, zone: str) -> set[str]:
+    """Pools a listener of the zone routes to: only their HAProxy backends hold spill
+    servers (a pool reached only as a backup never spills a second hop)."""
+    return {r.pool for lst in topology.listeners.values() if lst.zone == zone for r in lst.routes}
+
+
 def _available(pool: Pool | None, st: PoolState | None) -> list[float]:
-    """Each backend's weight as a candidate (0: not taking requests)."""
+    """Each backend's weight as a candidate, on render.py's `base_weight` scale (so
+    round_robin ignores configured weights, as its built-in picker does); 0: not
+    taking requests. A slow-start ramp in the hub's weight scales it down."""
     if pool is None:
         return []
     if st is None or len(st.weights) != len(pool.backends):
-        return [float(b.weight) if b.state == "enabled" else 0.0 for b in pool.backends]
-    return [max(0.0, float(w)) for w in st.weights]
+        return [float(base_weight(pool, b)) if b.state == "enabled" else 0.0 for b in pool.backends]
+    out = []
+    for b, w in zip(pool.backends, st.weights, strict=True):
+        ramp = min(1.0, w / b.weight) if w > 0 and b.weight > 0 else 0.0
+        out.append(base_weight(pool, b) * ramp)
+    return out
 
 
 def split_weights(
