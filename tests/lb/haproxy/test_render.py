@@ -34,6 +34,7 @@ from tests.peers.processes import (
 )
 from zonegate.lb.haproxy.model import WEIGHT_MAX
 from zonegate.lb.haproxy.render import (
+    SERVER_STATE_EMPTY,
     HaproxyPaths,
     base_weight,
     quote,
@@ -104,7 +105,7 @@ def _prepare(snap: Snapshot, zone: str, state: Path, **kw: int) -> Path:
     """Write what the engine shell writes before starting HAProxy; return the cfg."""
     paths = HaproxyPaths.in_dir(state)
     (state / "version.map").write_text(version_map_text(snap.version))
-    (state / "server-state").write_text("1\n")
+    (state / "server-state").write_text(SERVER_STATE_EMPTY)
     bundles = tls_bundles(snap, zone, paths)
     if bundles:
         cert = trustme.CA().issue_cert("localhost")
@@ -297,6 +298,10 @@ def _check_traffic(url: str) -> None:
         r = c.get("/", headers={"Host": "other.test"})
         assert (r.status_code, r.text) == (404, "404 Not Found: no route for this host and path\n")
         assert r.headers["x-zonegate-version"] == "42"
+        # A head over the buffer is HAProxy's own 400 (the built-in proxy says 431),
+        # answered by the HTTP/1 parser before any rule runs: docs/lb.md "Engines".
+        r = c.get("/", headers={"Host": "a.test", "X-Big": "a" * 40000})
+        assert r.status_code == 400
         # A dead pool: HAProxy's own 503 carries the short body and the version too.
         r = c.get("/dead", headers={"Host": "other.test"})
         assert r.status_code == 503

@@ -70,9 +70,19 @@ _ERRORS = {
 }
 
 
+SERVER_STATE_EMPTY = "1\n"
+"""A server-state file with no server (its format version line): what the shell
+writes when the file is missing, as HAProxy warns about a missing or empty one."""
+
+
 @dataclass(frozen=True, slots=True)
 class HaproxyPaths:
-    """Where one LB's HAProxy keeps its files, all inside `state_dir`."""
+    """Where one LB's HAProxy keeps its files, all inside `state_dir`.
+
+    Before `haproxy -c` and every start or reload the shell writes, besides the
+    config: the version map (`version_map_text`), the server-state file when it is
+    missing (`SERVER_STATE_EMPTY`), and the TLS bundles (`tls_bundles`).
+    """
 
     state_dir: PurePath
     stats_socket: PurePath
@@ -366,6 +376,8 @@ def _rules(snapshot: Snapshot, routes: list[Route], *, tcp: bool) -> list[tuple[
     return out
 
 
+_IDEMPOTENT = "GET HEAD OPTIONS TRACE PUT DELETE"  # RFC 9110 §9.2.2, as lb/proxy.py
+
 _BALANCE = {
     "round_robin": "roundrobin",
     "weighted": "roundrobin",
@@ -424,7 +436,10 @@ def _backend(
     if pool.retries:
         out.line("option redispatch 1", 1)
         if mode == "http":
+            # As the built-in proxy: a request the backend may have started executing
+            # (connection closed before any answer) is retried only if idempotent.
             out.line("retry-on conn-failure empty-response", 1)
+            out.line(f"http-request disable-l7-retry unless {{ method {_IDEMPOTENT} }}", 1)
     active = pool.health.active
     if active is not None:
         out.line(f"timeout check {_ms(active.timeout)}", 1)
@@ -478,6 +493,7 @@ def _pool_options(pool: Pool, mode: str) -> str:
 
 __all__ = [
     "NO_ROUTE_BACKEND",
+    "SERVER_STATE_EMPTY",
     "HaproxyPaths",
     "base_weight",
     "quote",
