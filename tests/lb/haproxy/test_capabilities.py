@@ -121,6 +121,19 @@ listeners:
     )
 
 
+def test_haproxy_refuses_hash_key_names_it_cannot_write() -> None:
+    text = BASE.replace("ENGINE", "haproxy").replace(
+        "    zone: a\n    backends",
+        "    zone: a\n    balance: hash\n    hash_key: cookie:a'b\n    backends",
+        1,
+    )
+    assert _problems(text) == [
+        "t.yaml:7:15: pools.p.hash_key: the haproxy engine takes hash key names of "
+        "letters, digits, '_', '.' and '-' only, not \"a'b\""
+    ]
+    load_topology_text(text.replace("lb_engine: haproxy", "lb_engine: builtin"))
+
+
 def test_check_warns_where_haproxy_behaves_differently(tmp_path: Path) -> None:
     path = tmp_path / "t.yaml"
     path.write_text(

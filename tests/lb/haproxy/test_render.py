@@ -142,6 +142,24 @@ def test_bad_input_is_a_clear_error() -> None:
         HaproxyPaths.in_dir("/tmp/" + "d" * 100)
 
 
+def test_tls_bundles_take_paths_relative_to_the_topology_file() -> None:
+    snap = _snapshot("tests/lb/haproxy/golden/full.yaml")
+    paths = HaproxyPaths.in_dir("/run/x")
+    assert tls_bundles(snap, "east", paths) == {
+        paths.tls_bundle("tls"): [
+            "tests/lb/haproxy/golden/cert.pem",
+            "tests/lb/haproxy/golden/key.pem",
+        ],
+        paths.tls_bundle("h1only"): [
+            "tests/lb/haproxy/golden/cert.pem",
+            "tests/lb/haproxy/golden/key.pem",
+        ],
+    }
+    assert tls_bundles(snap, "west", paths) == {}
+    remote = Snapshot(1, snap.topology, "http://control.test:8000")
+    assert tls_bundles(remote, "east", paths)[paths.tls_bundle("tls")] == ["cert.pem", "key.pem"]
+
+
 def test_pools_and_spill_servers() -> None:
     snap = _snapshot("tests/lb/haproxy/golden/full.yaml")
     assert rendered_pools(snap, "east") == [

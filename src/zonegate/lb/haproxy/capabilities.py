@@ -12,7 +12,9 @@ Errors:
 - haproxy: `listeners.*.timeouts.total` (HAProxy has no cap on a whole exchange);
   a pool reached from both an http and a tcp listener of the zone (an HAProxy backend
   has one mode); `hash_key` other than client_ip on a pool of a tcp listener (HAProxy
-  sees no header, cookie or query there); `version_header` that is not a field name;
+  sees no header, cookie or query there), or whose name is not letters, digits, '_',
+  '.', '-' (it is written into a sample expression); `version_header` that is not a
+  field name;
   `tls.alpn` on a tcp listener (ALPN selects an HTTP version).
 
 Warnings (haproxy): passive ejection is HAProxy's `observe ... on-error mark-down`,
@@ -35,6 +37,8 @@ Problem = tuple[Path, str]
 ENGINES = ("builtin", "haproxy")
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A name written inside an HAProxy sample expression, `req.cook(NAME)`, unquoted.
+_SAMPLE_ARG = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def zone_engine(topo: Topology, zone: str, override: str | None = None) -> str:
@@ -129,6 +133,14 @@ def engine_problems(topo: Topology) -> list[Problem]:
                     ("pools", name),
                     f"pool '{name}' is reached from both http and tcp listeners of zone "
                     f"'{zone}': an HAProxy backend has one mode (use two pools)",
+                )
+            )
+        elif pool.balance == "hash" and not _SAMPLE_ARG.fullmatch(pool.hash_key.name or "x"):
+            out.append(
+                (
+                    ("pools", name, "hash_key"),
+                    f"the haproxy engine takes hash key names of letters, digits, '_', '.' "
+                    f"and '-' only, not {pool.hash_key.name!r}",
                 )
             )
         elif protocols == {"tcp"} and pool.balance == "hash" and pool.hash_key.kind != "client_ip":

@@ -136,12 +136,21 @@ def version_map_text(version: int) -> str:
 
 def tls_bundles(snapshot: Snapshot, zone: str, paths: HaproxyPaths) -> dict[PurePath, list[str]]:
     """The PEM files the shell writes before starting HAProxy: bundle -> the files to
-    concatenate into it (certificate, then key), for each TLS listener of the zone."""
-    return {
-        paths.tls_bundle(name): [listener.tls.certificate, listener.tls.key]
-        for name, listener in snapshot.topology.listeners.items()
-        if listener.zone == zone and listener.tls is not None
-    }
+    concatenate into it (certificate, then key), for each TLS listener of the zone.
+
+    A relative `tls.certificate` or `tls.key` is relative to the topology file's
+    directory (when the snapshot came from a file, not from the control plane)."""
+    source = snapshot.source
+    base = None if "://" in source else PurePath(source).parent
+
+    def where(path: str) -> str:
+        return path if base is None or PurePath(path).is_absolute() else str(base / path)
+
+    out: dict[PurePath, list[str]] = {}
+    for name, listener in snapshot.topology.listeners.items():
+        if listener.zone == zone and listener.tls is not None:
+            out[paths.tls_bundle(name)] = [where(listener.tls.certificate), where(listener.tls.key)]
+    return out
 
 
 def rendered_pools(snapshot: Snapshot, zone: str) -> list[str]:
@@ -332,7 +341,8 @@ def _frontend(
         out.line(f"http-request add-header Via {quote(VIA)}", 1)
     if listener.version_header is not None:
         value = f"%[str({VERSION_KEY}),map({paths.version_map},{snapshot.version})]"
-        out.line(f"http-after-response set-header {listener.version_header} {quote(value)}", 1)
+        header = quote(listener.version_header)
+        out.line(f"http-after-response set-header {header} {quote(value)}", 1)
     if any(route.host is not None for route in listener.routes):
         out.line("http-request set-var(txn.host) req.hdr(host),field(1,:),lower", 1)
     for cond, backend in _rules(snapshot, listener.routes, tcp=False):
