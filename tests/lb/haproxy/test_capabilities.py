@@ -134,6 +134,16 @@ def test_haproxy_refuses_hash_key_names_it_cannot_write() -> None:
     load_topology_text(text.replace("lb_engine: haproxy", "lb_engine: builtin"))
 
 
+def test_haproxy_needs_a_name_for_an_ipv6_backend() -> None:
+    text = BASE.replace("ENGINE", "haproxy").replace("127.0.0.1:1", '"[::1]:1"')
+    assert _problems(text) == [
+        "t.yaml:6:26: pools.p.backends[0].address: the haproxy engine names a server by its "
+        "backend's id, and [::1]:1 cannot be an HAProxy server name: give it a name"
+    ]
+    load_topology_text(text.replace("lb_engine: haproxy", "lb_engine: builtin"))
+    load_topology_text(text.replace('"[::1]:1"', '"[::1]:1", name: v6'))
+
+
 def test_check_warns_where_haproxy_behaves_differently(tmp_path: Path) -> None:
     path = tmp_path / "t.yaml"
     path.write_text(

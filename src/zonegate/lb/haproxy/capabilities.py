@@ -14,7 +14,8 @@ Errors:
   has one mode); `hash_key` other than client_ip on a pool of a tcp listener (HAProxy
   sees no header, cookie or query there), or whose name is not letters, digits, '_',
   '.', '-' (it is written into a sample expression); `version_header` that is not a
-  field name;
+  field name; an IPv6 backend without a `name` (its id, `[::1]:80`, cannot name an
+  HAProxy server);
   `tls.alpn` on a tcp listener (ALPN selects an HTTP version).
 
 Warnings (haproxy): passive ejection is HAProxy's `observe ... on-error mark-down`,
@@ -127,6 +128,15 @@ def engine_problems(topo: Topology) -> list[Problem]:
                 ((*here, "tls", "alpn"), "alpn applies to http listeners, not to protocol: tcp")
             )
     for name, pool, zone, protocols in _haproxy_pools(topo):
+        for i, backend in enumerate(pool.backends):
+            if backend.name is None and ":" in backend.address.host:
+                out.append(
+                    (
+                        ("pools", name, "backends", i, "address"),
+                        f"the haproxy engine names a server by its backend's id, and "
+                        f"{backend.id} cannot be an HAProxy server name: give it a name",
+                    )
+                )
         if len(protocols) > 1:
             out.append(
                 (
