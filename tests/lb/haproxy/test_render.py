@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -101,15 +102,17 @@ def state_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _prepare(snap: Snapshot, zone: str, state: Path, **kw: int) -> Path:
+def _prepare(
+    snap: Snapshot, zone: str, state: Path, ca: trustme.CA | None = None, **kw: int
+) -> Path:
     """Write what the engine shell writes before starting HAProxy; return the cfg."""
     paths = HaproxyPaths.in_dir(state)
     (state / "version.map").write_text(version_map_text(snap.version))
     (state / "server-state").write_text(SERVER_STATE_EMPTY)
     bundles = tls_bundles(snap, zone, paths)
     if bundles:
-        cert = trustme.CA().issue_cert("localhost")
-        (state / "tls").mkdir()
+        cert = (ca or trustme.CA()).issue_cert("localhost")
+        (state / "tls").mkdir(exist_ok=True)
         for bundle in bundles:
             Path(bundle).write_bytes(cert.private_key_and_cert_chain_pem.bytes())
     cfg = state / "haproxy.cfg"
@@ -325,3 +328,54 @@ def _check_traffic(url: str) -> None:
         assert r.status_code == 503
         assert r.text == "503 Service Unavailable: no backend available\n"
         assert r.headers["x-zonegate-version"] == "42"
+
+
+TLS_TOPO = """
+zones: {{z: {{lb_engine: haproxy}}}}
+pools:
+  p:
+    zone: z
+    backends: [{{address: "127.0.0.1:{refused}", name: x}}]
+    health: {{active: null, passive: {{consecutive_failures: 0}}}}
+listeners:
+  both: {{zone: z, bind: "127.0.0.1:{port}", routes: [{{pool: p}}], tls: {{certificate: c, key: k}}}}
+  h1:
+    zone: z
+    bind: "127.0.0.1:{port2}"
+    routes: [{{pool: p}}]
+    tls: {{certificate: c, key: k, alpn: [http/1.1]}}
+"""
+
+
+def _alpn(port: int, ctx: ssl.SSLContext) -> str | None:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        return tls.selected_alpn_protocol()
+
+
+@needs_haproxy
+def test_tls_listener_offers_its_alpn_protocols(state_dir: Path) -> None:
+    ca = trustme.CA()
+    refused = refused_port()
+
+    def start() -> tuple[Proc, int, int]:
+        port, port2 = free_port(), free_port()
+        text = TLS_TOPO.format(refused=refused, port=port, port2=port2)
+        snap = Snapshot(5, load_topology_text(text), "t.yaml")
+        cfg = _prepare(snap, "z", state_dir, ca=ca)
+        return _start_haproxy(cfg, port2), port, port2
+
+    hap, port, port2 = retry_addr_in_use(start)
+    try:
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        assert _alpn(port, ctx) == "h2"
+        assert _alpn(port2, ctx) == "http/1.1"
+        with httpx.Client(verify=ctx, timeout=5) as c:
+            r = c.get(f"https://localhost:{port2}/")
+        assert (r.status_code, r.headers["x-zonegate-version"]) == (503, "5")
+    finally:
+        hap.kill()

@@ -316,6 +316,8 @@ def _frontend(
 ) -> None:
     out.section(f"frontend {frontend_name(name)}")
     bind = f"bind {_addr(listener.bind)}"
+    if ":" in listener.bind.host:
+        bind += " v6only"  # as the built-in engine: '[::]:80' does not take IPv4
     if listener.tls is not None:
         bind += f" ssl crt {paths.tls_bundle(name)}"
         if listener.protocol == "http":
