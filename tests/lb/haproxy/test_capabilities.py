@@ -56,6 +56,14 @@ def test_builtin_refuses_tls() -> None:
     ]
 
 
+def test_a_listener_of_an_unknown_zone_gets_one_problem() -> None:
+    text = BASE.replace("ENGINE", "builtin").replace(
+        "    zone: a\n    bind", "    zone: b\n    bind"
+    )
+    text += "    tls: {certificate: c.pem, key: k.pem}\n"
+    assert _problems(text) == ["t.yaml:9:11: listeners.l.zone: unknown zone 'b' (zones: a)"]
+
+
 def test_haproxy_takes_tls_with_alpn() -> None:
     text = BASE.replace("ENGINE", "haproxy") + (
         "    tls: {certificate: c.pem, key: k.pem, alpn: [http/1.1]}\n"

@@ -74,7 +74,8 @@ def _backup(topo: Topology, pool: str) -> str | None:
 
 def _listeners(topo: Topology, engine: str) -> Iterator[tuple[str, Listener]]:
     for name, listener in topo.listeners.items():
-        if zone_engine(topo, listener.zone) == engine:
+        # A listener of an unknown zone is reported by topology.validate, only there.
+        if listener.zone in topo.zones and zone_engine(topo, listener.zone) == engine:
             yield name, listener
 
 
