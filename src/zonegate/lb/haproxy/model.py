@@ -73,6 +73,9 @@ class ServerReported:
     """Operational state: UP (or NOLB, or going down) is True; DOWN is False."""
     check_enabled: bool
     """Whether active checks run (False after `disable health`)."""
+    check_configured: bool = True
+    """Whether the server has an active check at all (`check` in haproxy.cfg); without
+    one, `enable health` is refused and only the operational state can be forced."""
 
 
 DesiredState = dict[ServerKey, ServerDesired]
