@@ -17,7 +17,8 @@ def apply(reported: dict[ServerKey, ServerReported], commands: list[str]):
 
     A fake with HAProxy's behaviour (checked against the real one in test_runtime.py):
     `state` sets the admin state exactly, `enable health` is refused without a
-    configured check, `health up` makes the server run.
+    configured check, `health up` makes the server run, except in maintenance, where a
+    server is always down.
     """
     state = dict(reported)
     for cmd in commands:
@@ -27,11 +28,14 @@ def apply(reported: dict[ServerKey, ServerReported], commands: list[str]):
             key = ServerKey(be, srv)
             cur = state[key]
             if words[3] == "state":
-                cur = dataclasses.replace(cur, admin=ServerAdmin(words[4]))
+                admin = ServerAdmin(words[4])
+                cur = dataclasses.replace(
+                    cur, admin=admin, up=cur.up and admin is not ServerAdmin.MAINT
+                )
             elif words[3] == "weight":
                 cur = dataclasses.replace(cur, weight=int(words[4]))
             elif words[3:5] == ["health", "up"]:
-                cur = dataclasses.replace(cur, up=True)
+                cur = dataclasses.replace(cur, up=cur.admin is not ServerAdmin.MAINT)
             else:
                 raise AssertionError(f"unknown command {cmd!r}")
         elif words[0] in ("enable", "disable") and words[1] == "health":
