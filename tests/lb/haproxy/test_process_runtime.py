@@ -299,8 +299,15 @@ async def test_reload_keeps_state_and_a_refused_file_keeps_the_old_config(state_
         assert "bogus" in (await proc.check() or "")
         with pytest.raises(HaproxyReloadError, match="unknown keyword 'bogus'"):
             await proc.reload()
+        table = await proc.master.show_proc()  # the master's prompt now says ReloadFailed
+        assert table.master.failed_reloads == 1
+        assert {w.pid for w in table.workers} == workers
         info = await rt.show_info()
         assert int(info["Pid"]) in workers
+        # Fixed: the next reload goes through and clears the failure.
+        cfg.write_text(cfg.read_text().replace("bogus keyword\n", ""))
+        await proc.reload()
+        assert (await proc.master.show_proc()).master.failed_reloads == 0
         async with httpx.AsyncClient() as c:
             assert (await c.get(f"http://127.0.0.1:{port}/")).status_code == 200
         assert proc.restarts == 0
@@ -346,3 +353,55 @@ def test_no_haproxy_outlives_a_killed_zonegate(state_dir, backend):
     child.kill()  # SIGKILL: no clean-up code of ours runs
     child.communicate()
     assert gone(pids), f"left behind: {pids}"
+
+
+class SlowBackend:
+    """An HTTP/1.1 backend answering each request after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.arrived = asyncio.Event()
+
+    async def handle(self, reader, writer):
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.arrived.set()
+            await asyncio.sleep(self.delay)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize(("delay", "drain", "served"), [(0.5, 10.0, True), (5.0, 0.3, False)])
+async def test_stop_drains_in_flight_requests_up_to_the_timeout(state_dir, delay, drain, served):
+    slow = SlowBackend(delay)
+    server = await asyncio.start_server(slow.handle, "127.0.0.1", 0)
+    async with server:
+
+        @dataclass
+        class Addr:
+            address: str
+
+        addr = Addr(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        proc, port = await start_haproxy(state_dir, addr)
+        pids = family(proc.pid)
+        b = ServerKey("be_web", "b")
+        await proc.runtime.set_server_state("be_web", "b", ServerAdmin.MAINT)
+        assert (await proc.runtime.servers_state())[b].admin is ServerAdmin.MAINT
+        async with httpx.AsyncClient(timeout=10) as c:
+            request = asyncio.create_task(c.get(f"http://127.0.0.1:{port}/"))
+            await asyncio.wait_for(slow.arrived.wait(), 5)
+            code = await proc.stop(drain)
+            if served:
+                r = await request
+                assert r.status_code == 200
+                assert r.text == "slow"
+                assert code == 0
+            else:
+                with pytest.raises(httpx.HTTPError):
+                    await request
+        assert gone(pids)
+        assert proc.pid is None

@@ -49,8 +49,10 @@ _LOG_ERR = 3  # syslog levels 0..3 (emerg, alert, crit, err) are refusals
 _TOKEN = re.compile(r"[^\s;\\]+")
 """A command argument HAProxy's CLI reads as one word (no space, `;` or backslash)."""
 _PROMPT = b"\n> "
-_MASTER_PROMPT = b"master> "
-_MASTER_END = re.compile(r"\n\S*> ?$")
+_MASTER_PROMPT = re.compile(r"^master(?:\[[^\]]*\])?> ")
+_MASTER_TAIL = re.compile(r"(?<=\n)master(?:\[[^\]]*\])?> $")
+_MASTER_ANSWER = re.compile(rb"^master(?:\[[^\]]*\])?> (?s:.*)\nmaster(?:\[[^\]]*\])?> $")
+"""The master's answer in prompt mode: a prompt, the output, the next prompt."""
 
 
 class RuntimeCommandError(ZonegateError):
@@ -94,11 +96,11 @@ def _verdict(cmd: str, text: str) -> str:
 
 
 async def _exchange(
-    path: str, payload: bytes, limit: float, until: bytes | None, *, skip: int = 0
+    path: str, payload: bytes, limit: float, until: re.Pattern[bytes] | None
 ) -> bytes:
-    """Connect to the unix socket `path`, send `payload`, read to EOF (or to the
-    `skip`+1-th `until`, returning what follows the `skip`-th); `limit` seconds for
-    the connect and again for the answer."""
+    """Connect to the unix socket `path`, send `payload`, read to EOF (or until the
+    regex `until` matches the end of what came); `limit` seconds for the connect and
+    again for the answer."""
     timeout = limit
     try:
         async with asyncio.timeout(timeout):
@@ -113,13 +115,8 @@ async def _exchange(
             await writer.drain()
             if until is None:
                 return await reader.read()
-            if skip > 0:
-                for _ in range(skip):
-                    await reader.readuntil(until)
-                return await reader.readuntil(until)
-            # Until `until`, then until the answer's end: a blank line and a prompt.
-            data = await reader.readuntil(until)
-            while not re.search(rb"\n\S*> ?$", data[len(until) :]):
+            data = b""
+            while not until.search(data):
                 chunk = await reader.read(65536)
                 if not chunk:
                     break
@@ -127,8 +124,6 @@ async def _exchange(
             return data
     except TimeoutError as e:
         raise ReadTimeout(f"haproxy socket {path}: no complete answer in {timeout}s") from e
-    except asyncio.IncompleteReadError as e:
-        return e.partial
     except OSError as e:
         raise ReadError(f"haproxy socket {path}: {e.strerror or e}") from e
     finally:
@@ -286,11 +281,13 @@ class MasterClient:
         """
         _check_command(cmd)
         payload = b"prompt\n" + cmd.encode() + b"\n"
-        data = await _exchange(self.path, payload, self.timeout, _MASTER_PROMPT, skip=0)
-        # The first prompt answers `prompt`; the answer ends at the next one (whose
-        # text differs while the master waits after a failed reload) or at EOF.
+        data = await _exchange(self.path, payload, self.timeout, _MASTER_ANSWER)
         text = data.decode("utf-8", "replace")
-        return _MASTER_END.sub("", text.partition(_MASTER_PROMPT.decode())[2] or text)
+        # Drop the prompt answering `prompt` and the one closing the answer; the
+        # prompt reads "master[ReloadFailed]> " after a failed reload.
+        return _MASTER_PROMPT.sub("", text, count=1).removesuffix(
+            m.group(0) if (m := _MASTER_TAIL.search(text)) else ""
+        )
 
     async def show_proc(self) -> ProcTable:
         """`show proc`: the master, its current workers and the old ones."""
