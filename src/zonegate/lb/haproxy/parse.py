@@ -55,15 +55,17 @@ def parse_stat_csv(text: str) -> list[Row]:
     lines = text.splitlines()
     if not lines or not lines[0].startswith("# pxname,"):
         raise RemoteProtocolError(f"not show stat output: {text[:200]!r}")
-    header = [h for h in lines[0][2:].split(",")]
+    header = lines[0][2:].split(",")
     rows: list[Row] = []
-    for fields in csv.reader(line for line in lines[1:] if line.strip()):
-        row: Row = {}
-        for name, value in zip(header, fields, strict=False):
-            if not name or name == "-":
-                continue
-            row[name] = _typed(name, value)
-        rows.append(row)
+    try:
+        for fields in csv.reader(line for line in lines[1:] if line.strip()):
+            row: Row = {}
+            for name, value in zip(header, fields, strict=False):
+                if name and name != "-":
+                    row[name] = _typed(name, value)
+            rows.append(row)
+    except csv.Error as e:
+        raise RemoteProtocolError(f"bad show stat CSV: {e}") from e
     return rows
 
 
