@@ -333,6 +333,10 @@ def _frontend(
     out.line("mode http", 1)
     out.line(bind, 1)
     out.line(f"maxconn {listener.limits.max_connections}", 1)
+    # At a reload the old worker answers the next request of each idle keep-alive
+    # connection (with `Connection: close`) instead of closing it under a client that
+    # may be sending one: a reload under load fails no request.
+    out.line("option idle-close-on-response", 1)
     out.line(f"timeout client {_ms(listener.timeouts.client_idle)}", 1)
     out.line(f"timeout http-request {_ms(listener.timeouts.header)}", 1)
     out.line(f"timeout http-keep-alive {_ms(listener.timeouts.client_idle)}", 1)
