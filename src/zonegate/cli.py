@@ -91,6 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="longest wait for in-flight requests at stop (default 30s)",
     )
+    lb.add_argument(
+        "--engine",
+        choices=["builtin", "haproxy"],
+        default=None,
+        help="data plane: builtin (Python) or haproxy (HAProxy driven by zonegate); "
+        "default: the zone's lb_engine, else builtin",
+    )
+    lb.add_argument(
+        "--print-config",
+        action="store_true",
+        help="haproxy engine: print the haproxy.cfg zonegate would run, and exit",
+    )
+    lb.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="haproxy engine: where haproxy.cfg, its sockets and state files live "
+        "(default: a per-LB directory under $XDG_RUNTIME_DIR, else /tmp)",
+    )
     _add_control_arguments(lb, "responses carry its version")
     lb.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -364,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                 admin=args.admin,
                 drain_timeout=args.drain_timeout,
                 control=_control_options(args),
+                engine=args.engine,
+                print_config=args.print_config,
+                state_dir=args.state_dir,
             )
         )
     if args.command == "dns":

@@ -183,6 +183,9 @@ class Lb:
         self.zone = zone
         self.admin_port = admin_port
         self.listener = listener
+        self.engine = "builtin"
+        self.state_dir: Path | None = None
+        """The haproxy engine's state directory (None with the builtin engine)."""
 
     # addresses
 
@@ -301,7 +304,11 @@ class Lb:
         return [line for line in text.splitlines() if any(mark in line for mark in _BUG_MARKS)]
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.proc.kill()
+        if self.engine == "builtin":
+            self.proc.kill()
+        else:
+            # HAProxy runs in its own process group: let zonegate stop it.
+            self.stop()
         if exc_type is None and self.problems():
             raise AssertionError(f"the LB logged errors:\n{self.proc.stderr()[-6000:]}")
 
@@ -319,14 +326,20 @@ def start_lb(
     extra: Sequence[str] = (),
     timeout: float = 20.0,
     admin_port: int | None = None,
+    engine: str = "builtin",
 ) -> Lb:
     """Write `topo` to tmp_path and start `zonegate lb` on it; wait for its ready line.
 
     When a port picked by `Topo.listener` or here (the admin port, unless given) was
     taken before the LB bound it, the ports are picked again, the file rewritten and
-    the LB started again.
+    the LB started again. `engine="haproxy"` runs `--engine haproxy` with its state
+    directory in tmp_path (`Lb.state_dir`).
     """
     path = tmp_path / "topology.yaml"
+    engine_args: list[str] = []
+    state_dir = tmp_path / "lb-state"
+    if engine != "builtin":
+        engine_args = ["--engine", engine, "--state-dir", str(state_dir)]
     attempts = 0
 
     def attempt() -> Lb:
@@ -348,12 +361,16 @@ def start_lb(
             f"127.0.0.1:{admin}",
             "--workers",
             str(workers),
+            *engine_args,
             *extra,
         ]
         # bug() raises under pytest, which in a server process would kill a task silently;
         # log instead, and let Lb.__exit__ fail the test on what was logged.
         proc = start_process(argv, LB_READY, timeout=timeout, env={"ZONEGATE_BUG_RAISE": "0"})
-        return Lb(proc, path, topo, zone, admin, listener)
+        lb = Lb(proc, path, topo, zone, admin, listener)
+        lb.engine = engine
+        lb.state_dir = state_dir if engine_args else None
+        return lb
 
     return retry_addr_in_use(attempt)
 

@@ -34,10 +34,11 @@ from zonegate.control.follow import NO_CONTROL, ControlOptions, start_following
 from zonegate.control.model import DesiredState
 from zonegate.errors import ConfigErrors
 from zonegate.lb.admin import AdminApp, start_admin
+from zonegate.lb.haproxy.capabilities import engine_problems, zone_engine
 from zonegate.lb.hub import HealthHub
 from zonegate.lb.stats import merge_snapshots
 from zonegate.lb.worker import ListenError, Worker, set_reuseport_guard, zone_listeners
-from zonegate.topology.load import load_topology
+from zonegate.topology.load import load_topology, render_path
 from zonegate.topology.schema import Topology
 from zonegate.topology.snapshot import Snapshot
 from zonegate.topology.types import HostPort
@@ -58,6 +59,12 @@ class LbOptions:
     drain_timeout: float = 30.0
     control: ControlOptions = NO_CONTROL
     """The control plane to follow (`--control`); no URLs: the file alone."""
+    engine: str | None = None
+    """`--engine`: builtin or haproxy; None: the zone's `lb_engine`."""
+    print_config: bool = False
+    """`--print-config`: print the haproxy engine's haproxy.cfg and exit."""
+    state_dir: str | None = None
+    """`--state-dir`: the haproxy engine's directory; None: a per-LB default."""
 
 
 def setup_logging(level: str = "INFO", worker: int | None = None) -> None:
@@ -130,6 +137,26 @@ async def _start_admin(app: AdminApp, admin: HostPort | None) -> asyncio.Server 
         raise ListenError("admin endpoint", str(admin), e) from e
 
 
+def override_problems(topo: Topology, opts: LbOptions) -> list[str]:
+    """What `--engine` cannot honour in a file checked for the zone's own `lb_engine`.
+
+    `zonegate check` judges each zone by its `lb_engine`; an `--engine` override must
+    not run a setting the chosen engine would silently drop (TLS on builtin).
+    """
+    zone = topo.zones[opts.zone]
+    if opts.engine is None or opts.engine == zone.lb_engine:
+        return []
+    zones = dict(topo.zones)
+    zones[opts.zone] = zone.model_copy(update={"lb_engine": opts.engine})
+    before = set(engine_problems(topo))
+    after = engine_problems(topo.model_copy(update={"zones": zones}))
+    return [
+        f"{opts.path}: {render_path(keys)}: {msg} (--engine {opts.engine})"
+        for keys, msg in after
+        if (keys, msg) not in before
+    ]
+
+
 def run_lb(opts: LbOptions) -> int:
     """Run `zonegate lb` until SIGTERM/SIGINT; return the exit status."""
     import uvloop
@@ -140,22 +167,38 @@ def run_lb(opts: LbOptions) -> int:
         print(e, file=sys.stderr)
         return 1
     check_zone(snapshot.topology, opts.zone, opts.path)
+    refused = override_problems(snapshot.topology, opts)
+    if refused:
+        print("\n".join(refused), file=sys.stderr)
+        return 1
+    if zone_engine(snapshot.topology, opts.zone, opts.engine) == "haproxy":
+        from zonegate.lb.haproxy.engine import run_haproxy
+
+        return run_haproxy(snapshot, opts)
+    if opts.print_config:
+        print("zonegate lb: --print-config needs the haproxy engine", file=sys.stderr)
+        return 2
     if opts.workers <= 1:
         return uvloop.run(_run_single(snapshot, opts))
     return uvloop.run(_run_supervisor(snapshot, opts))
 
 
+def _announce_line(
+    snapshot: Snapshot, opts: LbOptions, admin: HostPort | None, version: int | None = None
+) -> str:
+    lst = zone_listeners(snapshot.topology, opts.zone)
+    binds = ", ".join(f"{n}={c.bind}" for n, c in lst.items())
+    return (
+        f"zonegate lb ready: zone {opts.zone}, version {version or snapshot.version}, "
+        f"workers {opts.workers}, "
+        f"listeners {binds}, admin {admin or 'off'}"
+    )
+
+
 def _announce(
     snapshot: Snapshot, opts: LbOptions, admin: HostPort | None, version: int | None = None
 ) -> None:
-    lst = zone_listeners(snapshot.topology, opts.zone)
-    binds = ", ".join(f"{n}={c.bind}" for n, c in lst.items())
-    print(
-        f"zonegate lb ready: zone {opts.zone}, version {version or snapshot.version}, "
-        f"workers {opts.workers}, "
-        f"listeners {binds}, admin {admin or 'off'}",
-        flush=True,
-    )
+    print(_announce_line(snapshot, opts, admin, version), flush=True)
 
 
 def _install_signals(stop: asyncio.Event, reload: Any) -> None:

@@ -1,0 +1,376 @@
+"""`zonegate lb --engine haproxy` against a real HAProxy, real demo backends, loopback.
+
+Each test starts its own `zonegate lb --engine haproxy` (HAProxy is its child, with its
+state directory in tmp_path) and prints what it measured (`pytest -s` to see it).
+After each test the LB is stopped and the test checks that no HAProxy process is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.lbharness import (
+    Lb,
+    Load,
+    Topo,
+    backend_entry,
+    backend_post,
+    run_requests,
+    start_lb,
+    wait_for,
+)
+from tests.peers.processes import CONTROL_OPERATOR as OPERATOR
+from tests.peers.processes import free_port, retry_addr_in_use, start_control
+
+HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(
+        HAPROXY is None, reason="HAProxy is not installed (apt-get install haproxy)"
+    ),
+]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose (its parent has not reaped it yet).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _haproxy_pids(lb: Lb) -> list[int]:
+    """HAProxy's master and its workers, from /status and /proc."""
+    master = lb.status()["engine"]["pid"]
+    pids = [master]
+    for task in Path(f"/proc/{master}/task").iterdir():
+        with open(task / "children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+class haproxy_lb:
+    """`start_lb(..., engine="haproxy")` that checks, at the end, nothing is left."""
+
+    def __init__(self, tmp_path: Path, topo: Topo, **kw: object) -> None:
+        self.lb = start_lb(tmp_path, topo, engine="haproxy", **kw)  # type: ignore[arg-type]
+
+    def __enter__(self) -> Lb:
+        self.pids = _haproxy_pids(self.lb)
+        return self.lb
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        pids = self.pids
+        with contextlib.suppress(Exception):  # the test's own failure matters more
+            pids = pids + _haproxy_pids(self.lb)
+        self.lb.__exit__(exc_type, *exc)
+        wait_for(lambda: not any(_alive(p) for p in pids), 10, "HAProxy gone after the LB")
+
+
+def test_routes_by_host_and_path(tmp_path, backend_factory):
+    web, api, static = (backend_factory(name=n, zone="z1") for n in ("web", "api", "static"))
+    routes = [
+        {"host": "api.example.test", "pool": "api"},
+        {"path_prefix": "/static/", "pool": "static"},
+        {"pool": "web"},
+    ]
+    topo = (
+        Topo()
+        .pool("web", [web])
+        .pool("api", [api])
+        .pool("static", [static])
+        .listener(routes=routes)
+    )
+    with haproxy_lb(tmp_path, topo) as lb:
+        cases = [
+            ({"Host": "api.example.test"}, "/static/x", "api"),
+            ({"Host": "www.example.test"}, "/static/x", "static"),
+            ({"Host": "www.example.test"}, "/", "web"),
+            ({"Host": "API.example.test"}, "/", "api"),
+        ]
+        for headers, path, want in cases:
+            r = lb.get(path, headers=headers)
+            assert r.status == 200, (headers, path, r)
+            assert r.headers["x-backend"] == want, (headers, path)
+            assert r.headers["x-zonegate-version"] == "1"
+            assert "x-forwarded-for" not in r.headers  # a request header, not a response one
+
+
+def test_version_header_on_200_and_on_haproxys_own_503(tmp_path, backend_factory):
+    b = backend_factory(name="only", zone="z1")
+    topo = Topo().pool("web", [b], panic_threshold=0).listener("web")
+    with haproxy_lb(tmp_path, topo) as lb:
+        r = lb.get("/")
+        assert (r.status, r.headers["x-zonegate-version"]) == (200, "1")
+        b.kill()
+        lb.wait_backend("web", "only", lambda e: not e["available"], timeout=5)
+        r = lb.get("/")
+        print(f"\nevery backend down: {r.status} {r.body[:60]!r}, headers {r.headers}")
+        assert r.status == 503
+        assert r.headers["x-zonegate-version"] == "1"
+        assert len(r.body) < 512
+
+
+@pytest.mark.slow
+def test_backend_killed_under_load_no_client_error(tmp_path, backend_factory):
+    bs = backend_factory.many(3, zone="z1")
+    topo = Topo().pool("web", bs, retries=2).listener("web")
+    with haproxy_lb(tmp_path, topo) as lb:
+        load = Load(lb.port, clients=8, max_seconds=8).start()
+        time.sleep(1.0)
+        bs[1].kill()
+        eject = lb.wait_backend("web", "b2", lambda b: not b["available"], timeout=5)
+        entry = lb.backend("web", "b2")
+        during = load.snapshot()
+        time.sleep(1.5)
+        res = load.stop()
+        print(
+            f"\nhaproxy engine, kill b2 under load: {res.summary()}\n"
+            f"  b2 out of /status {eject * 1000:.0f} ms after SIGKILL ({entry['reason']!r})"
+        )
+        assert res.failed == 0, res.first_failure
+        assert res.ok > 1000
+        assert res.backends["b2"] == during.backends["b2"], "b2 served after it was dead"
+        bs[1].restart()
+        lb.wait_backend("web", "b2", lambda b: b["available"], timeout=10)
+        after = run_requests(lb.port, 300)
+        assert after.failed == 0
+        assert after.backends["b2"] > 0
+
+
+@pytest.mark.slow
+def test_whole_pool_killed_backup_pool_serves(tmp_path, backend_factory):
+    primary = backend_factory.many(3, zone="z1", prefix="a")
+    backup = backend_factory.many(2, zone="z2", prefix="c")
+    topo = (
+        Topo()
+        .pool("web", primary, zone="z1", backup="web2")
+        .pool("web2", backup, zone="z2")
+        .listener("web")
+    )
+    with haproxy_lb(tmp_path, topo) as lb:
+        load = Load(lb.port, clients=8, max_seconds=8).start()
+        time.sleep(1.0)
+        for b in primary:
+            b.kill()
+        spill = lb.wait_pool("web", lambda p: p["local_share"] == 0.0, timeout=5)
+        detected = load.snapshot()
+        time.sleep(2.0)
+        res = load.stop()
+        after = res.failed - detected.failed
+        print(
+            f"\nhaproxy engine, kill the whole primary pool: {res.summary()}\n"
+            f"  all traffic to the backup {spill * 1000:.0f} ms after SIGKILL; "
+            f"{detected.failed} failed before that, {after} after; zones {dict(res.zones)}"
+        )
+        assert after == 0, res.first_failure
+        assert res.zones["z2"] > 300
+        status = lb.status()["pools"]["web"]
+        assert status["healthy"] == 0
+        assert not status["panic"]
+
+
+def test_drain_through_the_admin_api(tmp_path, backend_factory):
+    bs = backend_factory.many(2, zone="z1")
+    topo = Topo().pool("web", bs).listener("web")
+    with haproxy_lb(tmp_path, topo) as lb:
+        assert set(run_requests(lb.port, 100).backends) == {"b1", "b2"}
+        t0 = time.monotonic()
+        lb.set_admin("web", "b2", "drain")
+        wait_for(lambda: run_requests(lb.port, 20).backends.keys() == {"b1"}, 5, "drain")
+        took = time.monotonic() - t0
+        res = run_requests(lb.port, 200)
+        print(f"\ndrain b2 reached traffic in {took * 1000:.0f} ms; then {res.summary()}")
+        assert res.backends == {"b1": 200}
+        assert lb.backend("web", "b2")["admin"] == "drain"
+        lb.set_admin("web", "b2", "enable")
+        wait_for(lambda: run_requests(lb.port, 40).backends["b2"] > 0, 5, "enable")
+        lb.set_admin("web", "b1", "disable")
+        wait_for(lambda: run_requests(lb.port, 20).backends.keys() == {"b2"}, 5, "disable")
+        assert lb.backend("web", "b1")["admin"] == "disabled"
+        assert lb.metric("zonegate_backend_up", pool="web", backend="b1") == 0
+
+
+def test_follows_the_control_plane(tmp_path, backend_factory):
+    b1 = backend_factory(name="f1", zone="z1")
+    b2 = backend_factory(name="f2", zone="z1")
+    topo = Topo().pool("web", [b1, b2]).listener("web")
+
+    def start_both():
+        admin_port = free_port()
+        topo.doc["zones"]["z1"]["lb_admin"] = f"127.0.0.1:{admin_port}"
+        control, url = start_control(tmp_path, topo.write(tmp_path / "topology.yaml"))
+        try:
+            lb = start_lb(
+                tmp_path, topo, extra=["--control", url], admin_port=admin_port, engine="haproxy"
+            )
+        except BaseException:
+            control.kill()
+            raise
+        return control, url, lb
+
+    control, url, lb = retry_addr_in_use(start_both)
+    try:
+        assert lb.get("/").headers["x-zonegate-version"] == "1"
+        t0 = time.monotonic()
+        r = httpx.post(
+            f"{url}/v1/pools/web/backends/f1/drain",
+            params={"reason": "test drain"},
+            headers={"Authorization": f"Bearer {OPERATOR}"},
+            timeout=5,
+        )
+        assert r.status_code == 200, r.text
+        wait_for(lambda: lb.get("/").headers["x-zonegate-version"] == "2", 5, "version 2")
+        applied = time.monotonic() - t0
+        served = {lb.get("/").headers["x-backend"] for _ in range(20)}
+        print(f"\nhaproxy engine: control version 2 on responses {applied * 1000:.0f} ms after")
+        assert served == {"f2"}
+        assert lb.backend("web", "f1")["admin"] == "drain"
+        assert lb.status()["version"] == 2
+        # The map file follows too: HAProxy reads it at a reload or a restart.
+        assert lb.state_dir is not None
+        assert "version 2" in (lb.state_dir / "version.map").read_text()
+    finally:
+        lb.stop()
+        control.kill()
+
+
+@pytest.mark.slow
+def test_sighup_under_load_drops_nothing_and_keeps_health(tmp_path, backend_factory):
+    bs = backend_factory.many(5, zone="z1")
+    topo = Topo().pool("web", bs[:4]).listener("web")
+    with haproxy_lb(tmp_path, topo) as lb:
+        backend_post(bs[3], "/admin/fail-health")
+        lb.wait_backend("web", "b4", lambda b: b["health"] == "down", timeout=5)
+        load = Load(lb.port, clients=8, max_seconds=15).start()
+        time.sleep(0.5)
+        # 2: a weight changes; 3: a backend joins; 4: a backend leaves.
+        t2 = topo.copy()
+        t2.pool_doc("web")["backends"][0]["weight"] = 3
+        t3 = t2.copy()
+        t3.pool_doc("web")["backends"].append(backend_entry(bs[4]))
+        t4 = t3.copy()
+        del t4.pool_doc("web")["backends"][1]
+        steps = []
+        for i, t in enumerate((t2, t3, t4), start=2):
+            lb.reload(t)
+            steps.append(wait_for(lambda i=i: lb.status()["version"] == i, 10, f"version {i}"))
+            b4 = lb.backend("web", "b4")
+            assert (b4["health"], b4["available"]) == ("down", False), b4
+            time.sleep(0.7)
+        res = load.stop()
+        print(
+            f"\nhaproxy engine, 3 SIGHUP reloads under load "
+            f"(took {', '.join(f'{s * 1000:.0f} ms' for s in steps)}): {res.summary()}; "
+            f"versions {dict(res.versions)}"
+        )
+        assert res.failed == 0, res.first_failure
+        assert set(res.versions) >= {"1", "4"}
+        assert res.backends["b4"] == 0
+        after = run_requests(lb.port, 500)
+        assert after.failed == 0
+        assert set(after.backends) == {"b1", "b3", "b5"}
+        assert after.versions == {"4": 500}
+        assert after.backends["b1"] == pytest.approx(300, abs=40)
+        assert lb.status()["engine"]["restarts"] == 0
+
+
+def test_a_refused_reload_keeps_the_running_config(tmp_path, backend_factory):
+    bs = backend_factory.many(2, zone="z1")
+    topo = Topo().pool("web", bs).listener("web")
+    with haproxy_lb(tmp_path, topo) as lb:
+        bad = topo.copy()
+        bad.pool_doc("web")["backends"][0]["weight"] = -1
+        lb.write_topology(bad)
+        r = lb.admin("POST", "/reload")
+        print(f"\nrefused reload: {r.status} {r.body.decode().strip()[:200]}")
+        assert r.status == 422
+        assert lb.status()["version"] == 1
+        assert run_requests(lb.port, 50).failed == 0
+
+
+def test_haproxy_killed_is_restarted_and_counted(tmp_path, backend_factory):
+    bs = backend_factory.many(2, zone="z1")
+    topo = Topo().pool("web", bs).listener("web")
+    with haproxy_lb(tmp_path, topo) as lb:
+        lb.set_admin("web", "b2", "drain")
+        engine = lb.status()["engine"]
+        assert engine["restarts"] == 0
+        old = _haproxy_pids(lb)
+        t0 = time.monotonic()
+        os.kill(engine["pid"], signal.SIGKILL)
+        wait_for(
+            lambda: (
+                lb.status()["engine"]["restarts"] == 1
+                and lb.status()["engine"]["pid"] not in (None, engine["pid"])
+            ),
+            10,
+            "restart counted",
+        )
+        wait_for(lambda: run_requests(lb.port, 10).failed == 0, 10, "serving again")
+        took = time.monotonic() - t0
+        after = lb.status()["engine"]
+        print(f"\nHAProxy SIGKILLed: serving again after {took * 1000:.0f} ms; engine {after}")
+        # The killed master's workers do not linger beside the new HAProxy.
+        wait_for(lambda: not any(_alive(p) for p in old), 10, "old workers gone")
+        # The desired state is applied to the new HAProxy: b2 is still drained.
+        wait_for(lambda: run_requests(lb.port, 40).backends.keys() == {"b1"}, 5, "drain kept")
+
+
+def test_missing_haproxy_names_the_debian_package(tmp_path):
+    # ZONEGATE_HAPROXY=haproxy: look on PATH only (not in /usr/sbin as a fallback).
+    topo = Topo().pool("web", ["127.0.0.1:9"]).listener("web")
+    path = topo.write(tmp_path / "topology.yaml")
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    argv = [sys.executable, "-m", "zonegate", "lb", str(path), "--zone", "z1"]
+    argv += ["--engine", "haproxy", "--state-dir", str(tmp_path / "state")]
+    r = subprocess.run(
+        argv,
+        env={**os.environ, "PATH": str(empty), "ZONEGATE_HAPROXY": "haproxy"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    print(f"\nwithout haproxy on PATH: exit {r.returncode}: {r.stderr.strip()}")
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "haproxy" in lines[0]
+    assert "apt-get install haproxy" in lines[0]
+
+
+def test_print_config_passes_haproxy_check(tmp_path):
+    topo = Topo().pool("web", ["127.0.0.1:9"]).listener("web")
+    path = topo.write(tmp_path / "topology.yaml")
+    state = tmp_path / "state"
+    argv = [sys.executable, "-m", "zonegate", "lb", str(path), "--zone", "z1"]
+    argv += ["--engine", "haproxy", "--state-dir", str(state), "--print-config"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    assert "frontend fe_http" in r.stdout
+    assert "backend be_web" in r.stdout
+    assert not state.exists(), "--print-config only prints"
+    # What the engine writes beside haproxy.cfg before it runs HAProxy.
+    state.mkdir()
+    (state / "version.map").write_text("version 1\n")
+    cfg = tmp_path / "printed.cfg"
+    cfg.write_text(r.stdout)
+    check = subprocess.run(
+        [HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
