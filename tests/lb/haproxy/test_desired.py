@@ -34,7 +34,7 @@ from zonegate.lb.haproxy.desired import (
     verdict_details,
     verdicts,
 )
-from zonegate.lb.haproxy.model import WEIGHT_MAX, ServerAdmin, ServerKey
+from zonegate.lb.haproxy.model import WEIGHT_MAX, ServerAdmin, ServerDesired, ServerKey
 from zonegate.lb.haproxy.render import HaproxyPaths, render_config
 from zonegate.lb.hub import HealthHub
 from zonegate.lb.pools import PoolState
@@ -134,16 +134,23 @@ def test_all_up_gives_the_rendered_weights_so_nothing_needs_fixing():
     assert {k: w for k, w in rendered.items() if k != ("be_solo", "s2")} == {
         (k.backend, k.server): x.weight for k, x in d.items() if k.server != "s2"
     }
-    assert not any(x.force_up for x in d.values())
-    # Every server of every pool the zone serves, and one spill server per backup backend.
+    # Out of panic every panic twin is in maintenance.
+    assert all(x.admin is ServerAdmin.MAINT for k, x in d.items() if k.server.startswith("panic:"))
+    # Every server of every pool the zone serves, a panic twin per backend of a checked
+    # pool, and one spill server per backup backend.
     assert {(k.backend, k.server) for k in d} == {
         ("be_pa", "a1"),
         ("be_pa", "a2"),
         ("be_pa", "a3"),
+        ("be_pa", "panic:a1"),
+        ("be_pa", "panic:a2"),
+        ("be_pa", "panic:a3"),
         ("be_pa", "spill:pb:b1"),
         ("be_pa", "spill:pb:b2"),
         ("be_pb", "b1"),
         ("be_pb", "b2"),
+        ("be_pb", "panic:b1"),
+        ("be_pb", "panic:b2"),
         ("be_solo", "s1"),
         ("be_solo", "s2"),
         ("be_solo", "s3"),
@@ -168,24 +175,27 @@ def test_two_of_three_down_spills_the_hub_share_by_weights():
     assert all(x.weight <= WEIGHT_MAX for x in d.values())
 
 
-def test_panic_forces_every_enabled_server_up_and_leaves_drained_alone():
+def test_a_pool_without_checks_has_no_twins_and_panic_keeps_its_servers():
     hub = hub_with({"solo": {"s1", "s2", "s3"}})
     # solo has no active check: its backends stay up in the hub, so make the state by hand.
     states = dict(hub.states)
     states["solo"] = PoolState((1.0, 0.0, 1.0), 1.0, True, "PANIC")
     d = desired_servers(TOPOLOGY, "a", states, {})
-    assert d[ServerKey("be_solo", "s1")].force_up
-    assert d[ServerKey("be_solo", "s3")].force_up
-    s2 = d[ServerKey("be_solo", "s2")]
-    assert (s2.admin, s2.force_up) == (ServerAdmin.DRAIN, False)
-    assert not any(x.force_up for k, x in d.items() if k.backend != "be_solo")
+    assert not any(k.server.startswith("panic:") for k in d if k.backend == "be_solo")
+    assert d[ServerKey("be_solo", "s1")] == ServerDesired(ServerAdmin.READY, 256)
+    assert d[ServerKey("be_solo", "s2")].admin is ServerAdmin.DRAIN
 
 
 def test_panic_from_the_hub_when_no_backup_helps():
     hub = hub_with({"pa": {"a1", "a2", "a3"}, "pb": {"b1", "b2"}})
     assert hub.states["pa"].panic
     d = desired_servers(TOPOLOGY, "a", hub.states, {("pa", "a3"): "disabled"})
-    assert [d[ServerKey("be_pa", f"a{i}")].force_up for i in (1, 2, 3)] == [True, True, False]
+    # The twins of the enabled backends serve at full weight; the checked servers take
+    # nothing new but keep their checks (and admin state), so the hub sees recovery.
+    twins = [d[ServerKey("be_pa", f"panic:a{i}")] for i in (1, 2, 3)]
+    assert [t.admin for t in twins] == [ServerAdmin.READY, ServerAdmin.READY, ServerAdmin.MAINT]
+    assert all(t.weight == 256 for t in twins)
+    assert [d[ServerKey("be_pa", f"a{i}")].weight for i in (1, 2, 3)] == [0, 0, 0]
     assert d[ServerKey("be_pa", "a3")].admin is ServerAdmin.MAINT
     assert d[ServerKey("be_pa", "spill:pb:b1")].weight == 0
 
@@ -440,7 +450,9 @@ backend be_pb
         assert stat[("be_pb", "b2")]["status"].startswith("DRAIN")
         # HAProxy took the weights: the spill share over UP servers is the plan's.
         got = {
-            k.server: int(stat[(k.backend, k.server)]["weight"]) for k in d if k.backend == "be_pa"
+            k.server: int(stat[(k.backend, k.server)]["weight"])
+            for k in d
+            if k.backend == "be_pa" and not k.server.startswith("panic:")
         }
         spill = got["spill:pb:b1"]  # b2 drains, so its spill server takes no new requests
         share = spill / (got["a1"] + spill)
@@ -627,3 +639,73 @@ def test_a_pool_reached_only_as_backup_has_no_spill_servers():
     d = desired_servers(topo, "a", {}, {})
     assert not any(k.backend == "be_pb" and k.server.startswith("spill:") for k in d)
     assert set(rendered_servers(topo)) == {(k.backend, k.server) for k in d}
+
+
+class _CheckFails(_Ok):
+    """Serves requests but fails the health check path: the "bad check" panic is for."""
+
+    def do_GET(self):
+        if self.path == "/healthz":
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+@pytest.mark.skipif(
+    not Path(HAPROXY).exists(), reason="haproxy not installed (apt-get install haproxy)"
+)
+@pytest.mark.timeout(60)
+def test_panic_twins_serve_while_the_checks_keep_reporting(tmp_path):
+    """Every check fails, no backup: the hub panics, the twins serve every request, and
+    HAProxy still reports the checked servers DOWN (not "no check"), so the hub sees
+    it when they recover and leaves panic."""
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), _CheckFails) for _ in range(3)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    ports = [srv.server_address[1] for srv in servers]
+    chk = "check inter 100ms rise 1 fall 1"
+    lines = [f"    server a{i} 127.0.0.1:{p} {chk}" for i, p in enumerate(ports, 1)]
+    lines += [f"    server panic:a{i} 127.0.0.1:{p} disabled" for i, p in enumerate(ports, 1)]
+    body = (
+        "frontend fe_la\n    bind 127.0.0.1:{port}\n    default_backend be_pa\n"
+        "backend be_pa\n    option httpchk GET /healthz\n" + "\n".join(lines) + "\n"
+    )
+    proc, port, sock = _start_haproxy(tmp_path, body)
+    try:
+        deadline = time.monotonic() + 10
+        v: dict = {}
+        while time.monotonic() < deadline:
+            v = verdicts(rows(_cli(sock, "show stat")))
+            if [v.get(("pa", f"a{i}")) for i in (1, 2, 3)] == [False] * 3:
+                break
+            time.sleep(0.05)
+        assert _get(port, "/") == 503  # every checked server down, twins in maintenance
+        topo = load_topology_text(TOPO.replace("    backup: pb\n", ""))
+        assert topo.pools["pa"].backup is None
+        hub = HealthHub(Snapshot(1, topo, "t"), "a", clock=FakeClock().now)
+        for i in range(3):
+            hub.healths["pa"].record_active(i, False, hub.clock())
+        hub.publish()
+        assert hub.states["pa"].panic
+        for key, s in desired_servers(topo, "a", hub.states, {}).items():
+            if key.backend == "be_pa":
+                _cli(sock, f"set server {key.backend}/{key.server} weight {s.weight}")
+                _cli(sock, f"set server {key.backend}/{key.server} state {s.admin.value}")
+        served = [_get(port, "/") for _ in range(30)]
+        assert served == [200] * 30
+        stat = {r["svname"]: r for r in rows(_cli(sock, "show stat")) if r["pxname"] == "be_pa"}
+        assert sum(int(stat[f"panic:a{i}"]["stot"]) for i in (1, 2, 3)) == 30
+        assert all(int(stat[f"panic:a{i}"]["stot"]) > 0 for i in (1, 2, 3))
+        # The checks still run on the checked servers: verdicts keep coming.
+        assert verdicts(rows(_cli(sock, "show stat"))) == {
+            ("pa", "a1"): False,
+            ("pa", "a2"): False,
+            ("pa", "a3"): False,
+        }
+    finally:
+        proc.kill()
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()

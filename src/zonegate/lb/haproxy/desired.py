@@ -10,8 +10,12 @@ turns those states into server states and weights for HAProxy::
                 (HAProxy splits a backend's traffic by weight over its UP servers)
 
     admin state   enabled -> ready     drain -> drain     disabled -> maint
-    panic         every enabled local server forced up (checks off), as the
-                  built-in engine puts every enabled backend back in
+    panic         the panic twins (panic:<id>, unchecked) of the enabled backends
+                  are put in service and the checked servers get weight 0, so
+                  every enabled backend takes requests whatever its health, as in
+                  the built-in engine; HAProxy's checks keep running on the checked
+                  servers, so the hub sees the pool recover and leaves panic.
+                  Out of panic the twins are in maintenance.
 
 Weights are integers 0..256 on render.py's `base_weight` scale (the pool's largest
 configured weight is 256; round_robin gives every backend 256, as its built-in picker
@@ -36,6 +40,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from zonegate.lb.haproxy.model import (
+    PANIC_PREFIX,
     SPILL_PREFIX,
     WEIGHT_MAX,
     DesiredState,
@@ -43,6 +48,7 @@ from zonegate.lb.haproxy.model import (
     ServerDesired,
     ServerKey,
     backend_name,
+    panic_server_name,
     spill_server_name,
 )
 from zonegate.lb.haproxy.render import base_weight
@@ -100,8 +106,9 @@ def desired_servers(
             backends not listed keep their topology `state`.
 
     Returns:
-        One `ServerDesired` per server: the local servers of each pool's backend and,
-        when the pool has a backup, one spill server per backend of the backup.
+        One `ServerDesired` per server: the local servers of each pool's backend,
+        their panic twins when the pool has active checks, and, when the pool has a
+        backup, one spill server per backend of the backup.
 
     Raises:
         ValueError: an admin state other than enabled, drain, disabled.
@@ -126,11 +133,20 @@ def desired_servers(
         )
         be = backend_name(name)
         panic = st is not None and st.panic
+        twins = pool.health.active is not None
         for i, b in enumerate(pool.backends):
             state = _admin(name, b.id, b.state, admin)
-            out[ServerKey(be, b.id)] = ServerDesired(
-                state, local_w[i], force_up=panic and state is ServerAdmin.READY
-            )
+            weight = base_weight(pool, b)
+            if panic and twins:
+                out[ServerKey(be, b.id)] = ServerDesired(state, 0)
+                twin = state if state is ServerAdmin.READY else ServerAdmin.MAINT
+                out[ServerKey(be, panic_server_name(b.id))] = ServerDesired(twin, weight)
+            else:
+                out[ServerKey(be, b.id)] = ServerDesired(state, local_w[i])
+                if twins:
+                    out[ServerKey(be, panic_server_name(b.id))] = ServerDesired(
+                        ServerAdmin.MAINT, weight
+                    )
         if backup is not None and pool.backup:
             for j, b in enumerate(backup.backends):
                 state = _admin(pool.backup, b.id, b.state, admin)
@@ -307,7 +323,7 @@ def verdicts(
 
     Returns:
         True (up) or False (down) for the servers HAProxy has a verdict on. Spill
-        servers, frontends, backend totals and servers in maintenance or with checks
+        servers, panic twins, frontends, backend totals and servers in maintenance or with checks
         off are left out: the caller keeps its last verdict for them.
     """
     return {k: up for k, (up, _) in verdict_details(rows, unchecked=unchecked).items()}
@@ -325,7 +341,11 @@ def verdict_details(
     out: dict[tuple[str, str], tuple[bool, str]] = {}
     for row in rows:
         px, sv = str(row.get("pxname", "")), str(row.get("svname", ""))
-        if not px.startswith("be_") or sv in ("BACKEND", "FRONTEND") or sv.startswith(SPILL_PREFIX):
+        if (
+            not px.startswith("be_")
+            or sv in ("BACKEND", "FRONTEND")
+            or sv.startswith((SPILL_PREFIX, PANIC_PREFIX))
+        ):
             continue
         pool = px[3:]
         status = str(row.get("status", ""))
@@ -438,7 +458,9 @@ def engine_stats(
         by_servers[home][0] += sum(counts)
         by_servers[home][1] += _num(row, "econ")
         pool, bid = home, sv
-        if sv.startswith(SPILL_PREFIX):
+        if sv.startswith(PANIC_PREFIX):
+            bid = sv[len(PANIC_PREFIX) :]
+        elif sv.startswith(SPILL_PREFIX):
             pool, _, bid = sv[len(SPILL_PREFIX) :].partition(":")
             pools[home]["errors"]["spilled"] += _num(row, "stot")
         doc = pools.get(pool)

@@ -9,6 +9,11 @@ Naming, so that every module finds the same objects in HAProxy:
 - a spill server per backend of the pool's backup pool, inside the pool's own
   backend: ``spill:<backup pool>:<backend id>``. The spill plan moves traffic to the
   backup by weights, so both live in one HAProxy backend;
+- a panic twin per backend of a pool with active checks: ``panic:<backend id>``, the
+  same address without a check, in maintenance until the pool panics. Panic puts the
+  twins of the enabled backends in service (and the checked servers at weight 0), so
+  every enabled backend takes requests whatever its health while HAProxy's checks keep
+  running on the checked servers and tell when the pool may leave panic;
 - the version map: one key, ``version``, in ``<state dir>/version.map``.
 """
 
@@ -23,6 +28,7 @@ WEIGHT_MAX = 256
 VERSION_MAP = "version.map"
 VERSION_KEY = "version"
 SPILL_PREFIX = "spill:"
+PANIC_PREFIX = "panic:"
 
 
 def frontend_name(listener: str) -> str:
@@ -35,6 +41,10 @@ def backend_name(pool: str) -> str:
 
 def spill_server_name(backup_pool: str, backend_id: str) -> str:
     return f"{SPILL_PREFIX}{backup_pool}:{backend_id}"
+
+
+def panic_server_name(backend_id: str) -> str:
+    return f"{PANIC_PREFIX}{backend_id}"
 
 
 class ServerAdmin(enum.Enum):

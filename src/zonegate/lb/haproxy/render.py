@@ -6,7 +6,9 @@ backend `be_<pool>` per pool the zone serves (its routes' pools and their backup
 one server per backend named by the backend's id, and in the backend of a routed pool
 that has a backup, one spill server `spill:<backup>:<id>` per backend of the backup
 (weight 0 here: the spill plan gives them weight at runtime). A pool reached only as
-a backup gets no spill servers: a spilled request never spills a second hop.
+a backup gets no spill servers: a spilled request never spills a second hop. A pool
+with active checks also gets one unchecked panic twin `panic:<id>` per backend, in
+maintenance (`disabled`) until the spill plan says panic.
 
 What maps to what (docs/lb.md "Engines" has the table for users):
 
@@ -41,6 +43,7 @@ from zonegate.lb.haproxy.model import (
     WEIGHT_MAX,
     backend_name,
     frontend_name,
+    panic_server_name,
     spill_server_name,
 )
 from zonegate.lb.http1 import REASONS
@@ -470,6 +473,14 @@ def _backend(
                 out.line(f"http-check expect string {quote(active.expect_body)}", 1)
     for backend in pool.backends:
         out.line(_server(pool, backend, mode), 1)
+    if active is not None:
+        # Panic twins (model.py): unchecked, in maintenance until the pool panics.
+        for backend in pool.backends:
+            out.line(
+                f"server {panic_server_name(backend.id)} {_addr(backend.address)}"
+                f" weight {base_weight(pool, backend)} disabled" + _pool_options(pool, mode),
+                1,
+            )
     if backup is not None:
         backup_pool = pools[backup]
         for backend in backup_pool.backends:
