@@ -23,6 +23,7 @@ import copy
 import http.client
 import json
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -34,6 +35,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
+
+import pytest
 
 from tests.peers.processes import (
     BackendProc,
@@ -373,6 +376,22 @@ def start_lb(
         return lb
 
     return retry_addr_in_use(attempt)
+
+
+HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+
+
+def engines(*skip_haproxy: str) -> list[Any]:
+    """Both engines, for `pytest.mark.parametrize("engine", engines())`.
+
+    haproxy is skipped (and says so) when HAProxy is not installed, or when a reason
+    is given in `skip_haproxy`: what the test checks that the haproxy engine does
+    otherwise (docs/lb.md "Engines" says how).
+    """
+    marks = [pytest.mark.skipif(HAPROXY is None, reason="HAProxy is not installed")]
+    if skip_haproxy:
+        marks = [pytest.mark.skip(reason=f"haproxy engine: {skip_haproxy[0]}")]
+    return ["builtin", pytest.param("haproxy", marks=marks)]
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")

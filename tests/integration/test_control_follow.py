@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.lbharness import Topo, start_lb
+from tests.integration.lbharness import Topo, engines, start_lb
 from tests.peers.processes import CONTROL_OPERATOR as OPERATOR
 from tests.peers.processes import free_port, retry_addr_in_use, start_control
 
@@ -20,7 +20,8 @@ def _version_seen(lb) -> int:
     return int(r.headers["x-zonegate-version"])
 
 
-def test_lb_follows_control_versions_and_admin_states(backend_factory, tmp_path):
+@pytest.mark.parametrize("engine", engines())
+def test_lb_follows_control_versions_and_admin_states(backend_factory, tmp_path, engine):
     b1 = backend_factory(name="f1")
     b2 = backend_factory(name="f2")
     topo = Topo()
@@ -37,7 +38,7 @@ def test_lb_follows_control_versions_and_admin_states(backend_factory, tmp_path)
         extra = ["--control", "http://127.0.0.1:1", "--control", url]
         extra += ["--control-cache", str(cache)]
         try:
-            lb = start_lb(tmp_path, topo, extra=extra, admin_port=admin_port)
+            lb = start_lb(tmp_path, topo, extra=extra, admin_port=admin_port, engine=engine)
         except BaseException:
             control.kill()
             raise
@@ -93,7 +94,7 @@ def test_lb_follows_control_versions_and_admin_states(backend_factory, tmp_path)
         control.kill()
 
     # A restart while the control plane is down starts from the cached copy.
-    lb = start_lb(tmp_path, topo, extra=extra)
+    lb = start_lb(tmp_path, topo, extra=extra, engine=engine)
     try:
         assert _version_seen(lb) == 2
         served = {lb.request("GET", "/").headers["x-backend"] for _ in range(20)}

@@ -11,6 +11,7 @@ from tests.integration.lbharness import (
     Topo,
     backend_entry,
     backend_post,
+    engines,
     run_requests,
     start_lb,
     wait_for,
@@ -24,10 +25,11 @@ def _version(lb) -> int:
 
 
 @pytest.mark.slow
-def test_sighup_under_load_drops_nothing(tmp_path, backend_factory):
+@pytest.mark.parametrize("engine", engines())
+def test_sighup_under_load_drops_nothing(tmp_path, backend_factory, engine):
     bs = backend_factory.many(4, zone="z1")
     topo = Topo().pool("web", bs[:3]).listener("web")
-    with start_lb(tmp_path, topo) as lb:
+    with start_lb(tmp_path, topo, engine=engine) as lb:
         load = Load(lb.port, clients=8, max_seconds=20).start()
         time.sleep(0.5)
         steps = []
@@ -59,10 +61,11 @@ def test_sighup_under_load_drops_nothing(tmp_path, backend_factory):
         assert after.backends["b1"] == pytest.approx(300, abs=30)
 
 
-def test_reload_keeps_health_of_backends_that_stay(tmp_path, backend_factory):
+@pytest.mark.parametrize("engine", engines())
+def test_reload_keeps_health_of_backends_that_stay(tmp_path, backend_factory, engine):
     bs = backend_factory.many(3, zone="z1")
     topo = Topo().pool("web", bs).listener("web")
-    with start_lb(tmp_path, topo) as lb:
+    with start_lb(tmp_path, topo, engine=engine) as lb:
         backend_post(bs[2], "/admin/fail-health")
         lb.wait_backend("web", "b3", lambda b: b["health"] == "down", timeout=5)
         t2 = topo.copy()
@@ -84,10 +87,11 @@ def test_reload_keeps_health_of_backends_that_stay(tmp_path, backend_factory):
         assert lb.backend("web", "b3")["health"] == "down"
 
 
-def test_reload_keeps_admin_drain(tmp_path, backend_factory):
+@pytest.mark.parametrize("engine", engines())
+def test_reload_keeps_admin_drain(tmp_path, backend_factory, engine):
     bs = backend_factory.many(2, zone="z1")
     topo = Topo().pool("web", bs).listener("web")
-    with start_lb(tmp_path, topo) as lb:
+    with start_lb(tmp_path, topo, engine=engine) as lb:
         lb.set_admin("web", "b2", "drain")
         t2 = topo.copy()
         t2.pool_doc("web")["retries"] = 1
@@ -98,10 +102,11 @@ def test_reload_keeps_admin_drain(tmp_path, backend_factory):
         assert res.backends == {"b1": 200}
 
 
-def test_broken_topology_keeps_the_old_one(tmp_path, backend_factory):
+@pytest.mark.parametrize("engine", engines())
+def test_broken_topology_keeps_the_old_one(tmp_path, backend_factory, engine):
     bs = backend_factory.many(2, zone="z1")
     topo = Topo().pool("web", bs).listener("web")
-    with start_lb(tmp_path, topo) as lb:
+    with start_lb(tmp_path, topo, engine=engine) as lb:
         r = lb.get("/")
         assert r.headers["x-zonegate-version"] == "1"
         broken = topo.copy()
@@ -129,10 +134,11 @@ def test_broken_topology_keeps_the_old_one(tmp_path, backend_factory):
         assert lb.get("/").headers["x-zonegate-version"] == "2"
 
 
-def test_invalid_yaml_on_sighup(tmp_path, backend_factory):
+@pytest.mark.parametrize("engine", engines())
+def test_invalid_yaml_on_sighup(tmp_path, backend_factory, engine):
     bs = backend_factory.many(1, zone="z1")
     topo = Topo().pool("web", bs).listener("web")
-    with start_lb(tmp_path, topo) as lb:
+    with start_lb(tmp_path, topo, engine=engine) as lb:
         lb.path.write_text("zones: [unclosed\n")
         lb.reload()
         wait_for(lambda: "reload refused" in lb.proc.stderr(), 5, "refusal logged")

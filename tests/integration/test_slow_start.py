@@ -10,17 +10,30 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.lbharness import Topo, backend_post, fast_health, run_requests, start_lb
+from tests.integration.lbharness import (
+    Topo,
+    backend_post,
+    engines,
+    fast_health,
+    run_requests,
+    start_lb,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.mark.parametrize("engine", engines())
 @pytest.mark.parametrize("balance", ["round_robin", "least_conn", "least_load"])
-def test_returning_backend_ramps(tmp_path, backend_factory, balance):
+def test_returning_backend_ramps(tmp_path, backend_factory, balance, engine):
     bs = backend_factory.many(3, zone="z1")
     health = {**fast_health(), "slow_start": "10s"}
     topo = Topo().pool("web", bs, health=health, balance=balance).listener("web")
-    with start_lb(tmp_path, topo) as lb:
+    if engine == "haproxy" and balance == "least_conn":
+        pytest.skip(
+            "HAProxy's leastconn spreads idle-pool requests evenly over a slow-starting "
+            "server (measured: 200 of 600 at effective weight 0.06)"
+        )
+    with start_lb(tmp_path, topo, engine=engine) as lb:
         backend_post(bs[2], "/admin/fail-health")
         lb.wait_backend("web", "b3", lambda b: not b["available"], timeout=5)
         backend_post(bs[2], "/admin/heal")
@@ -29,7 +42,7 @@ def test_returning_backend_ramps(tmp_path, backend_factory, balance):
         res = run_requests(lb.port, 600, clients=1)
         after = lb.backend("web", "b3")
         print(
-            f"\n{balance}: b3 back at effective weight {entry['effective_weight']}, "
+            f"\n{engine}, {balance}: b3 back at effective weight {entry['effective_weight']}, "
             f"{after['effective_weight']} after 600 requests: {res.summary()}"
         )
         assert res.failed == 0, res.first_failure

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from zonegate.clock import FakeClock
-from zonegate.lb.haproxy.engine import HaproxyHub, default_state_dir, hub_topology
+from zonegate.lb.haproxy.engine import (
+    HaproxyHub,
+    default_state_dir,
+    hub_topology,
+    slow_start_ramps,
+)
 from zonegate.lb.hub import HealthHub
 from zonegate.topology.load import load_topology_text
 from zonegate.topology.snapshot import Snapshot
@@ -196,3 +201,17 @@ async def test_a_pool_in_panic_is_probed_by_zonegate_until_it_recovers():
             server.close()
         for sock in socks:
             sock.close()
+
+
+def test_effective_weight_follows_haproxys_slow_start(hub):
+    rows = [
+        {"pxname": "be_pa", "svname": "a1", "weight": 64, "uweight": 256},
+        {"pxname": "be_pa", "svname": "a2", "weight": 256, "uweight": 256},
+        {"pxname": "be_pa", "svname": "spill:pb:b1", "weight": 0, "uweight": 0},
+        {"pxname": "be_pa", "svname": "BACKEND", "weight": 512, "uweight": 512},
+    ]
+    ramps = slow_start_ramps(rows)
+    assert ramps == {("pa", "a1"): 0.25, ("pa", "a2"): 1.0}
+    hub.record_verdicts({("pa", f"a{i}"): (True, "") for i in (1, 2, 3)})
+    backends = hub.status({"ramp": ramps})["pools"]["pa"]["backends"]
+    assert [b["effective_weight"] for b in backends] == [0.25, 1.0, 1.0]

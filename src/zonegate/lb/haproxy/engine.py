@@ -55,7 +55,7 @@ from zonegate.lb.haproxy.desired import (
     unchecked_pools,
     verdict_details,
 )
-from zonegate.lb.haproxy.model import VERSION_KEY, DesiredState, ServerKey
+from zonegate.lb.haproxy.model import SPILL_PREFIX, VERSION_KEY, DesiredState, ServerKey
 from zonegate.lb.haproxy.parse import Row
 from zonegate.lb.haproxy.process import (
     HaproxyNotFound,
@@ -136,6 +136,23 @@ def hub_topology(topo: Topology) -> Topology:
 
 def hub_snapshot(snapshot: Snapshot) -> Snapshot:
     return Snapshot(snapshot.version, hub_topology(snapshot.topology), snapshot.source)
+
+
+def slow_start_ramps(rows: list[Row]) -> dict[tuple[str, str], float]:
+    """HAProxy's slow-start factor of each local server: (pool, backend id) -> 0..1.
+
+    `show stat`'s `weight` is the effective weight (slow start applied) on the scale of
+    `uweight`, the weight zonegate set. Servers with no weight set are left out.
+    """
+    out = {}
+    for row in rows:
+        px, sv = str(row.get("pxname") or ""), str(row.get("svname") or "")
+        if not px.startswith("be_") or sv in ("BACKEND", "FRONTEND") or sv.startswith(SPILL_PREFIX):
+            continue
+        user, current = row.get("uweight"), row.get("weight")
+        if isinstance(user, int) and isinstance(current, int) and user > 0:
+            out[(px[3:], sv)] = min(1.0, current / user)
+    return out
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -223,7 +240,15 @@ class HaproxyHub(HealthHub):
         return out
 
     def status(self, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The built-in /status document, plus "engine"; `effective_weight` includes
+        HAProxy's slow-start ramp (`stats["ramp"]`, see `slow_start_ramps`)."""
         doc = super().status(stats)
+        ramps = (stats or {}).get("ramp", {})
+        for name, pool in doc["pools"].items():
+            for b in pool["backends"]:
+                ramp = ramps.get((name, b["id"]))
+                if ramp is not None and b["available"] and not pool["panic"]:
+                    b["effective_weight"] = round(b["effective_weight"] * ramp, 2)
         doc["engine"] = dict(self.engine_status)
         return doc
 
@@ -472,18 +497,25 @@ class Engine:
         last figures read stand in.
         """
         try:
-            self.last_rows = await self.runtime.show_stat()
+            # What /status reports is what HAProxy runs: HAProxy's latest verdicts,
+            # and the hub's decisions on them applied first.
+            async with self.lock:
+                await self.read_verdicts()
+                self.hub.publish()
+                if self.kick.is_set():
+                    await self.apply()
         except (ZonegateError, OSError) as e:
             log.debug("show stat for /status: %s (using the last figures)", e)
         current = engine_stats(
             self.snapshot.topology, self.zone, self.last_rows, workers=self.threads
         )
-        if self.retired is None:
-            return current
-        merged = merge_worker_stats([current, self.retired])
-        merged["connections"] = current["connections"]
-        merged["workers"] = self.threads
-        return merged
+        if self.retired is not None:
+            merged = merge_worker_stats([current, self.retired])
+            merged["connections"] = current["connections"]
+            merged["workers"] = self.threads
+            current = merged
+        current["ramp"] = slow_start_ramps(self.last_rows)
+        return current
 
     def retire(self) -> None:
         """Keep the figures of the HAProxy worker about to go (reload) or gone (crash)."""
