@@ -25,6 +25,7 @@ from tests.integration.lbharness import (
     Topo,
     backend_entry,
     backend_post,
+    parse_metrics,
     run_requests,
     start_lb,
     wait_for,
@@ -330,6 +331,39 @@ def test_haproxy_killed_is_restarted_and_counted(tmp_path, backend_factory):
         wait_for(lambda: not any(_alive(p) for p in old), 10, "old workers gone")
         # The desired state is applied to the new HAProxy: b2 is still drained.
         wait_for(lambda: run_requests(lb.port, 40).backends.keys() == {"b1"}, 5, "drain kept")
+
+
+def _served(lb: Lb) -> float:
+    """zonegate_requests_total of pool web, summed over backends and classes."""
+    return sum(
+        v
+        for (name, labels), v in parse_metrics(lb.metrics())
+        if name == "zonegate_requests_total" and labels.get("pool") == "web"
+    )
+
+
+def test_counters_never_go_down_across_reloads_and_restarts(tmp_path, backend_factory):
+    bs = backend_factory.many(3, zone="z1")
+    topo = Topo().pool("web", bs[:2]).listener("web")
+    with haproxy_lb(tmp_path, topo) as lb:
+        assert run_requests(lb.port, 300).failed == 0
+        first = _served(lb)
+        assert first >= 300
+        t2 = topo.copy()
+        t2.pool_doc("web")["backends"].append(backend_entry(bs[2]))
+        lb.reload(t2)
+        wait_for(lambda: lb.status()["version"] == 2, 10, "version 2")
+        assert _served(lb) >= first
+        assert run_requests(lb.port, 300).failed == 0
+        second = _served(lb)
+        assert second >= first + 300
+        os.kill(lb.status()["engine"]["pid"], signal.SIGKILL)
+        wait_for(lambda: lb.status()["engine"]["restarts"] == 1, 10, "restart")
+        assert _served(lb) >= second
+        wait_for(lambda: run_requests(lb.port, 10).failed == 0, 10, "serving again")
+        print(f"\nrequests counted: {first:.0f}, {second:.0f} after a reload, {_served(lb):.0f}")
+        # A clean stop: exit 0 (and, checked on leaving, no HAProxy left).
+        assert lb.stop() == 0
 
 
 def test_missing_haproxy_names_the_debian_package(tmp_path):
