@@ -316,7 +316,7 @@ async def test_reload_keeps_state_and_a_refused_file_keeps_the_old_config(state_
 
 
 CHILD = """
-import asyncio, sys
+import asyncio, sys, uvloop
 from zonegate.lb.haproxy.process import HaproxyProcess, find_haproxy
 from tests.lb.haproxy.test_process_runtime import Paths
 from pathlib import Path
@@ -326,7 +326,7 @@ async def main():
     await p.start()
     print(p.pid, flush=True)
     await asyncio.sleep(60)
-asyncio.run(main())
+uvloop.run(main())  # the loop `zonegate lb` runs
 """
 
 
@@ -405,3 +405,19 @@ async def test_stop_drains_in_flight_requests_up_to_the_timeout(state_dir, delay
                     await request
         assert gone(pids)
         assert proc.pid is None
+
+
+async def test_stop_during_a_restart_still_drains(state_dir, backend):
+    """Regression: stop() cancelled the restart's readiness wait, which SIGKILLed the
+    new HAProxy instead of soft-stopping it."""
+    proc, _ = await start_haproxy(state_dir, backend, backoff_first=0.05)
+    first = proc.pid
+    os.killpg(first, signal.SIGKILL)
+
+    async def restarted():
+        return proc.pid not in (None, first)
+
+    assert await wait_for(restarted, 10)
+    pids = family(proc.pid)
+    assert await proc.stop(5.0) == 0
+    assert gone(pids)

@@ -238,9 +238,10 @@ class HaproxyProcess:
         self._reader = asyncio.get_running_loop().create_task(self._read(self._proc.stdout))
         try:
             await self._wait_ready(self._proc)
-        except BaseException:
+        except Exception:
             await self._kill()
             raise
+        # Cancelled (stop() during a restart): the process stays for stop() to drain.
         log.info("haproxy ready: master pid %d", self._proc.pid)
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> None:
@@ -378,19 +379,27 @@ class HaproxyProcess:
         proc = self._proc
         if proc is None:
             return None
-        if proc.returncode is None:
-            self._signal(proc, signal.SIGUSR1)
-            try:
-                await asyncio.wait_for(proc.wait(), drain_timeout)
-            except TimeoutError:
-                log.warning("haproxy still draining after %.1fs: stopping it", drain_timeout)
-                self._signal(proc, signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), KILL_GRACE)
-                except TimeoutError:
-                    pass
+        if not await self._signal_until_exit(proc, signal.SIGUSR1, drain_timeout):
+            log.warning("haproxy still draining after %.1fs: stopping it", drain_timeout)
+            await self._signal_until_exit(proc, signal.SIGTERM, KILL_GRACE)
         await self._kill()
         return proc.returncode
+
+    async def _signal_until_exit(
+        self, proc: asyncio.subprocess.Process, sig: int, within: float
+    ) -> bool:
+        """Send `sig` once and wait up to `within` seconds for the master to exit.
+
+        Once only: a second SIGUSR1 kills HAProxy workers that are already
+        soft-stopping (their in-flight requests with them).
+        """
+        if proc.returncode is None:
+            self._signal(proc, sig)
+        try:
+            await asyncio.wait_for(proc.wait(), within)
+        except TimeoutError:
+            return False
+        return True
 
     def _signal(self, proc: asyncio.subprocess.Process, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
