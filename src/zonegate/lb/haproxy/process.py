@@ -34,6 +34,7 @@ import re
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Protocol
 
@@ -127,7 +128,7 @@ def find_haproxy(binary: str | None = None) -> str:
     return found
 
 
-def _pdeathsig_preexec() -> object:
+def _pdeathsig_preexec() -> Callable[[], None] | None:
     """A preexec function asking Linux to SIGTERM the child when we die (or None)."""
     import ctypes
 
@@ -232,7 +233,7 @@ class HaproxyProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_pdeathsig_preexec(),  # type: ignore[arg-type]
+            preexec_fn=_pdeathsig_preexec(),
         )
         assert self._proc.stdout is not None
         self._reader = asyncio.get_running_loop().create_task(self._read(self._proc.stdout))
