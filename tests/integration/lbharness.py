@@ -302,9 +302,16 @@ class Lb:
         return self
 
     def problems(self) -> list[str]:
-        """Lines of the LB's log that reveal a bug: tracebacks and internal errors."""
+        """Lines of the LB's log that reveal a bug: tracebacks and internal errors.
+
+        HAProxy's own alerts (a config it refused, quoted in the log) are not bugs.
+        """
         text = self.proc.stderr()
-        return [line for line in text.splitlines() if any(mark in line for mark in _BUG_MARKS)]
+        return [
+            line
+            for line in text.splitlines()
+            if any(mark in line for mark in _BUG_MARKS) and "[ALERT]" not in line
+        ]
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         if self.engine == "builtin":

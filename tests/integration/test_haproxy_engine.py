@@ -481,3 +481,29 @@ def test_smuggling_corpus_refused_and_not_forwarded(smuggling_lb, case):
     if reply:  # HAProxy may also just close
         status = int(reply.split(b" ", 2)[1])
         assert 400 <= status < 600, reply[:300]
+
+
+def test_a_change_haproxy_refuses_keeps_the_running_config(tmp_path, backend_factory):
+    bs = backend_factory.many(1, zone="z1")
+    topo = Topo().pool("web", bs).listener("web")
+    topo.doc["zones"]["z1"]["lb_engine"] = "haproxy"  # TLS is valid for this zone
+    with haproxy_lb(tmp_path, topo) as lb:
+        # Valid for zonegate, refused by HAProxy: a certificate that is no certificate.
+        (tmp_path / "bad.pem").write_text("not a certificate\n")
+        t2 = topo.copy().listener(
+            "web", name="secure", tls={"certificate": "bad.pem", "key": "bad.pem"}
+        )
+        lb.write_topology(t2)
+        r = lb.admin("POST", "/reload")
+        text = r.body.decode()
+        print(f"\nHAProxy refuses the new config: {r.status} {text.strip()[:300]}")
+        assert r.status == 422
+        assert "[ALERT]" in text
+        # HAProxy's words, traced back to the topology's file:line.
+        assert f"{lb.path}:" in text
+        assert "listeners.secure" in text
+        assert lb.status()["version"] == 1
+        assert lb.status()["engine"]["restarts"] == 0
+        res = run_requests(lb.port, 100)
+        assert res.failed == 0
+        assert res.versions == {"1": 100}

@@ -11,12 +11,15 @@ import pytest
 from zonegate.clock import FakeClock
 from zonegate.lb.haproxy.engine import (
     HaproxyHub,
+    cfg_origin,
     default_state_dir,
     hub_topology,
     slow_start_ramps,
+    trace_alerts,
 )
+from zonegate.lb.haproxy.render import HaproxyPaths, render_config
 from zonegate.lb.hub import HealthHub
-from zonegate.topology.load import load_topology_text
+from zonegate.topology.load import load_topology, load_topology_text
 from zonegate.topology.snapshot import Snapshot
 
 TOPO = """
@@ -215,3 +218,23 @@ def test_effective_weight_follows_haproxys_slow_start(hub):
     hub.record_verdicts({("pa", f"a{i}"): (True, "") for i in (1, 2, 3)})
     backends = hub.status({"ramp": ramps})["pools"]["pa"]["backends"]
     assert [b["effective_weight"] for b in backends] == [0.25, 1.0, 1.0]
+
+
+def test_haproxy_alerts_are_traced_to_the_topology(tmp_path):
+    path = tmp_path / "topo.yaml"
+    path.write_text(TOPO)
+    snap = Snapshot(1, load_topology(str(path)), str(path))
+    cfg = render_config(snap, "a", HaproxyPaths.in_dir(tmp_path))
+    lines = cfg.splitlines()
+    server = next(i for i, line in enumerate(lines, 1) if line.strip().startswith("server a2 "))
+    bind = next(i for i, line in enumerate(lines, 1) if line.strip().startswith("bind "))
+    assert cfg_origin(cfg, server, snap.topology) == ["pools", "pa", "backends", 1]
+    assert cfg_origin(cfg, bind, snap.topology) == ["listeners", "la"]
+    assert cfg_origin(cfg, 3, snap.topology) is None  # global
+    alert = f"[ALERT] (1) : config : parsing [{tmp_path}/haproxy.cfg:{server}] : bad server"
+    traced = trace_alerts(alert + "\n[ALERT] (1) : Fatal errors found.", cfg, snap)
+    assert traced.splitlines() == [
+        alert,
+        f"  (from {path}:9:5: pools.pa.backends[1])",  # the deepest key with a mark
+        "[ALERT] (1) : Fatal errors found.",
+    ]

@@ -38,6 +38,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -85,6 +86,8 @@ from zonegate.lb.server import (
     retire_stats,
 )
 from zonegate.lb.worker import ListenError
+from zonegate.topology.check import _position, _tree
+from zonegate.topology.load import render_path
 from zonegate.topology.schema import Topology
 from zonegate.topology.snapshot import Snapshot
 
@@ -153,6 +156,55 @@ def slow_start_ramps(rows: list[Row]) -> dict[tuple[str, str], float]:
         if isinstance(user, int) and isinstance(current, int) and user > 0:
             out[(px[3:], sv)] = min(1.0, current / user)
     return out
+
+
+_CFG_LINE = re.compile(r"parsing \[[^\]]*:(\d+)\]")
+
+
+def cfg_origin(cfg_text: str, line: int, topo: Topology) -> list[str | int] | None:
+    """The topology key path a line of a rendered haproxy.cfg comes from, if known:
+    `listeners.L` for `frontend fe_L`, `pools.P` for `backend be_P`, and
+    `pools.P.backends[i]` for the server line of backend i."""
+    lines = cfg_text.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    here = lines[line - 1].split()
+    for head in reversed(lines[:line]):
+        words = head.split()
+        if head[:1].isspace() or len(words) != 2:
+            continue
+        kind, name = words
+        if kind == "frontend" and name.startswith("fe_") and name[3:] in topo.listeners:
+            return ["listeners", name[3:]]
+        if kind == "backend" and name.startswith("be_") and name[3:] in topo.pools:
+            pool = name[3:]
+            if len(here) > 1 and here[0] == "server":
+                ids = [b.id for b in topo.pools[pool].backends]
+                if here[1] in ids:
+                    return ["pools", pool, "backends", ids.index(here[1])]
+            return ["pools", pool]
+        if kind in ("frontend", "backend", "global", "defaults"):
+            return None
+    return None
+
+
+def trace_alerts(alerts: str, cfg_text: str, snapshot: Snapshot) -> str:
+    """HAProxy's alerts, each one that names a config line followed by the topology
+    file:line:col and key path that line was rendered from."""
+    out = []
+    tree: Any = None
+    for alert in alerts.splitlines():
+        out.append(alert)
+        m = _CFG_LINE.search(alert)
+        keys = cfg_origin(cfg_text, int(m.group(1)), snapshot.topology) if m else None
+        if keys is None:
+            continue
+        if tree is None:
+            tree = _tree(snapshot.source)
+        line, col = _position(tree, [str(k) for k in keys])
+        where = snapshot.source + (f":{line}:{col}" if line is not None else "")
+        out.append(f"  (from {where}: {render_path(keys)})")
+    return "\n".join(out)
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -449,16 +501,15 @@ class Engine:
                 log.info(msg)
                 return True, msg
             candidate = self.cfg_path.with_name("haproxy.cfg.new")
-            write_atomic(
-                candidate, render_config(snap, self.zone, self.paths, threads=self.threads)
-            )
+            text = render_config(snap, self.zone, self.paths, threads=self.threads)
+            write_atomic(candidate, text)
             try:
                 write_tls_bundles(snap, self.zone, self.paths)
             except OSError as e:
-                return False, self._refused(snap, f"TLS files: {e}")
+                return False, self._refused(f"TLS files: {e}")
             problem = await self.process.check(candidate)
             if problem is not None:
-                return False, self._refused(snap, problem)
+                return False, self._refused(trace_alerts(problem, text, snap))
             # HAProxy carries health, drain and weights over the reload in this file.
             state = await self.runtime.execute("show servers state")
             write_atomic(Path(self.paths.server_state_file), state)
@@ -472,7 +523,7 @@ class Engine:
             try:
                 await self.process.reload()
             except ZonegateError as e:
-                return False, self._refused(snap, str(e))
+                return False, self._refused(str(e))
             self.applied = None
             self.map_version = None
             await self.read_verdicts()
@@ -481,8 +532,8 @@ class Engine:
             log.info(msg)
             return True, msg
 
-    def _refused(self, snap: Snapshot, why: str) -> str:
-        msg = f"reload refused by HAProxy, keeping version {self.hub.version}: {why.strip()}"
+    def _refused(self, why: str) -> str:
+        msg = f"reload refused by HAProxy, keeping version {self.hub.version}:\n{why.strip()}"
         log.error(msg)
         with contextlib.suppress(OSError):
             self.cfg_path.with_name("haproxy.cfg.new").unlink()
@@ -596,7 +647,8 @@ async def _run(engine: Engine) -> int:
     try:
         await engine.process.start()
     except HaproxyStartError as e:
-        print(f"zonegate lb: HAProxy did not start:\n{e}", file=sys.stderr)
+        why = trace_alerts(str(e), engine.cfg_path.read_text(), engine.snapshot)
+        print(f"zonegate lb: HAProxy did not start:\n{why}", file=sys.stderr)
         return await _undo(follower, 1)
     try:
         await engine.first_verdicts()
