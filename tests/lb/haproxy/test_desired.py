@@ -300,8 +300,8 @@ def test_verdicts_read_haproxy_status_words():
 
 
 def test_checks_off_in_a_checked_pool_give_no_verdict():
-    # Panic turns checks off (`disable health`): HAProxy then shows "no check", which
-    # must not be read as a recovery.
+    # Checks switched off (`disable health` by hand) show "no check", which must not be
+    # read as a recovery.
     v = verdicts(rows("# pxname,svname,status\nbe_pa,a1,no check\n"), unchecked=set())
     assert v == {}
 

@@ -56,7 +56,7 @@ backends = st.sampled_from(["be_web", "be_api"])
 keys = st.builds(ServerKey, backends, names)
 admins = st.sampled_from(list(ServerAdmin))
 weights = st.integers(0, 256)
-desired_st = st.builds(ServerDesired, admin=admins, weight=weights, force_up=st.booleans())
+desired_st = st.builds(ServerDesired, admin=admins, weight=weights)
 
 
 @st.composite
@@ -94,7 +94,7 @@ def test_applying_the_commands_yields_the_desired_state(pair):
 @given(st.dictionaries(keys, desired_st, max_size=6))
 def test_no_gap_no_commands(desired):
     reported = {
-        k: ServerReported(admin=d.admin, weight=d.weight, up=True, check_enabled=not d.force_up)
+        k: ServerReported(admin=d.admin, weight=d.weight, up=True, check_enabled=True)
         for k, d in desired.items()
     }
     assert reconcile(desired, reported) == []
@@ -114,18 +114,12 @@ def test_unknown_server_is_reported_not_commanded():
     assert p.fixes == ["be_web/a: admin ready -> drain, weight 10 -> 5"]
 
 
-def test_panic_disables_checks_and_forces_up_then_gives_them_back():
+def test_checks_switched_off_by_hand_are_switched_on_again():
     key = ServerKey("be_web", "a")
-    down = ServerReported(ServerAdmin.READY, 10, up=False, check_enabled=True)
-    forced = ServerDesired(ServerAdmin.READY, 10, force_up=True)
-    assert reconcile({key: forced}, {key: down}) == [
-        "disable health be_web/a",
-        "set server be_web/a health up",
-    ]
-    after = ServerReported(ServerAdmin.READY, 10, up=True, check_enabled=False)
-    assert reconcile({key: ServerDesired(ServerAdmin.READY, 10)}, {key: after}) == [
-        "enable health be_web/a"
-    ]
+    off = ServerReported(ServerAdmin.READY, 10, up=True, check_enabled=False)
+    p = plan({key: ServerDesired(ServerAdmin.READY, 10)}, {key: off})
+    assert p.commands == ["enable health be_web/a"]
+    assert p.fixes == ["be_web/a: checks on"]
 
 
 def test_server_without_check_is_never_asked_to_enable_health():
@@ -134,10 +128,6 @@ def test_server_without_check_is_never_asked_to_enable_health():
         ServerAdmin.READY, 10, up=True, check_enabled=False, check_configured=False
     )
     assert reconcile({key: ServerDesired(ServerAdmin.READY, 10)}, {key: unchecked}) == []
-    assert (
-        reconcile({key: ServerDesired(ServerAdmin.READY, 10, force_up=True)}, {key: unchecked})
-        == []
-    )
 
 
 @pytest.mark.parametrize(

@@ -301,7 +301,7 @@ def _status_up(status: str) -> bool | None:
 
     UP, NOLB and DRAIN (with their "x/y" transitions) mean the server is running;
     DOWN means stopped. MAINT says nothing about health, and "no check" (checks off,
-    by config or by panic's `disable health`) neither.
+    by config or by a `disable health`) neither.
     """
     word = status.split(" ", 1)[0]
     if word in ("UP", "NOLB", "DRAIN"):

@@ -67,10 +67,8 @@ class ServerDesired:
 
     admin: ServerAdmin
     weight: int
-    """0..WEIGHT_MAX; 0 takes no new requests (spill plan, slow start handled by HAProxy)."""
-    force_up: bool = False
-    """Panic mode: health checks disabled and the server forced up (`disable health`,
-    `set server ... health up`), so a check failing everywhere cannot empty a pool."""
+    """0..WEIGHT_MAX; 0 takes no new requests (spill plan, slow start handled by HAProxy).
+    Active checks always run: panic puts twin servers in service instead (see above)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +83,7 @@ class ServerReported:
     """Whether active checks run (False after `disable health`)."""
     check_configured: bool = True
     """Whether the server has an active check at all (`check` in haproxy.cfg); without
-    one, `enable health` is refused and only the operational state can be forced."""
+    one, `enable health` is refused."""
 
 
 DesiredState = dict[ServerKey, ServerDesired]

@@ -8,10 +8,9 @@ them equal, with one line per fix for the log::
 
     admin differs       set server <be>/<srv> state ready|drain|maint
     weight differs      set server <be>/<srv> weight <0..256>
-    force_up wanted     disable health <be>/<srv> ; set server <be>/<srv> health up
-                        (no `health up` in maint: HAProxy keeps a server in
-                        maintenance down whatever its health)
-    force_up ended      enable health <be>/<srv>   (HAProxy's checks decide again)
+    checks switched off enable health <be>/<srv>   (someone ran `disable health`: the
+                        checks are what tells zonegate a server's health, so they
+                        always run; panic uses twin servers, see model.py)
 
 Each `set server ... state` sets the admin state exactly (HAProxy clears the other
 forced flag), so one command per dimension suffices and applying the plan's commands
@@ -31,7 +30,6 @@ from zonegate.lb.haproxy.model import (
     WEIGHT_MAX,
     DesiredState,
     ReportedState,
-    ServerAdmin,
     ServerDesired,
     ServerKey,
     ServerReported,
@@ -56,11 +54,8 @@ def satisfied(want: ServerDesired, have: ServerReported) -> bool:
     """Whether HAProxy's server `have` is what `want` asks for."""
     if want.admin is not have.admin or want.weight != have.weight:
         return False
-    # A server in maintenance is down whatever its health: HAProxy's rule.
-    if want.force_up and want.admin is not ServerAdmin.MAINT and not have.up:
-        return False
-    # Checks run unless forced up; a server without a configured check has none to toggle.
-    return not (have.check_configured and have.check_enabled == want.force_up)
+    # Checks always run; a server without a configured check has none to switch on.
+    return have.check_enabled or not have.check_configured
 
 
 def plan(desired: Mapping[ServerKey, ServerDesired], reported: ReportedState) -> Plan:
@@ -99,14 +94,7 @@ def plan(desired: Mapping[ServerKey, ServerDesired], reported: ReportedState) ->
         if want.weight != have.weight:
             out.commands.append(f"set server {srv} weight {want.weight}")
             why.append(f"weight {have.weight} -> {want.weight}")
-        if want.force_up:
-            if have.check_configured and have.check_enabled:
-                out.commands.append(f"disable health {srv}")
-                why.append("checks off (panic)")
-            if want.admin is not ServerAdmin.MAINT and (have.check_enabled or not have.up):
-                out.commands.append(f"set server {srv} health up")
-                why.append("forced up (panic)")
-        elif have.check_configured and not have.check_enabled:
+        if have.check_configured and not have.check_enabled:
             out.commands.append(f"enable health {srv}")
             why.append("checks on")
         out.fixes.append(f"{srv}: {', '.join(why)}")
