@@ -507,3 +507,38 @@ def test_a_change_haproxy_refuses_keeps_the_running_config(tmp_path, backend_fac
         res = run_requests(lb.port, 100)
         assert res.failed == 0
         assert res.versions == {"1": 100}
+
+
+def _zonegate_lb(tmp_path: Path, topo: Topo, *args: str) -> subprocess.CompletedProcess[str]:
+    path = topo.write(tmp_path / "topology.yaml")
+    argv = [sys.executable, "-m", "zonegate", "lb", str(path), "--zone", "z1", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+def test_engine_override_refuses_what_the_engine_cannot_honour(tmp_path):
+    (tmp_path / "cert.pem").write_text("x\n")
+    topo = Topo().pool("web", ["127.0.0.1:9"])
+    topo.listener("web", tls={"certificate": "cert.pem", "key": "cert.pem"})
+    topo.doc["zones"]["z1"]["lb_engine"] = "haproxy"
+    r = _zonegate_lb(tmp_path, topo, "--engine", "builtin")
+    print(f"\n--engine builtin with TLS: exit {r.returncode}: {r.stderr.strip()}")
+    assert r.returncode == 1
+    assert "listeners.http.tls" in r.stderr
+    assert "--engine builtin" in r.stderr
+
+
+def test_print_config_needs_the_haproxy_engine(tmp_path):
+    r = _zonegate_lb(
+        tmp_path, Topo().pool("web", ["127.0.0.1:9"]).listener("web"), "--print-config"
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip() == "zonegate lb: --print-config needs the haproxy engine"
+
+
+def test_haproxy_threads_follow_workers(tmp_path, backend_factory):
+    bs = backend_factory.many(2, zone="z1")
+    topo = Topo().pool("web", bs).listener("web")
+    with haproxy_lb(tmp_path, topo, workers=2) as lb:
+        assert lb.status()["workers"] == 2
+        assert "nbthread 2" in (lb.state_dir / "haproxy.cfg").read_text()
+        assert run_requests(lb.port, 200).failed == 0
