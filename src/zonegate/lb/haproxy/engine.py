@@ -378,13 +378,12 @@ class Engine:
     # files
 
     def write_files(self, snapshot: Snapshot) -> None:
-        """haproxy.cfg, the version map, the TLS bundles and, when missing, an empty
-        server-state file, all under the state directory."""
+        """At start: haproxy.cfg, the version map, the TLS bundles and an empty
+        server-state file (a previous run's states must not come back), all under the
+        state directory."""
         write_tls_bundles(snapshot, self.zone, self.paths)
         write_atomic(Path(self.paths.version_map), version_map_text(self.hub.version))
-        state = Path(self.paths.server_state_file)
-        if not state.exists():
-            write_atomic(state, SERVER_STATE_EMPTY)
+        write_atomic(Path(self.paths.server_state_file), SERVER_STATE_EMPTY)
         write_atomic(
             self.cfg_path,
             render_config(snapshot, self.zone, self.paths, threads=self.threads),
@@ -622,8 +621,17 @@ def run_haproxy(snapshot: Snapshot, opts: LbOptions) -> int:
         return 1
     try:
         Path(paths.state_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.stat(paths.state_dir)
     except OSError as e:
         print(f"zonegate lb: cannot create the state directory {state_dir}: {e}", file=sys.stderr)
+        return 1
+    # It holds an admin socket: refuse one another user owns or may write to.
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        print(
+            f"zonegate lb: state directory {state_dir} is not ours alone "
+            f"(owner uid {st.st_uid}, mode {st.st_mode & 0o777:o}): use --state-dir",
+            file=sys.stderr,
+        )
         return 1
     return uvloop.run(_run(Engine(snapshot, opts, paths, binary)))
 
