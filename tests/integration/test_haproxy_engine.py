@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -542,3 +543,32 @@ def test_haproxy_threads_follow_workers(tmp_path, backend_factory):
         assert lb.status()["workers"] == 2
         assert "nbthread 2" in (lb.state_dir / "haproxy.cfg").read_text()
         assert run_requests(lb.port, 200).failed == 0
+
+
+def test_a_reload_haproxy_cannot_bind_keeps_the_running_config(tmp_path, backend_factory):
+    bs = backend_factory.many(2, zone="z1")
+    topo = Topo().pool("web", bs).listener("web")
+    with haproxy_lb(tmp_path, topo) as lb, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # `haproxy -c` accepts it; the reload itself fails: the port is taken.
+        t2 = topo.copy().listener("web", name="more", port=port)
+        lb.write_topology(t2)
+        r = lb.admin("POST", "/reload")
+        text = r.body.decode()
+        print(f"\nreload onto a taken port: {r.status} {text.strip()[:400]}")
+        assert r.status == 422
+        assert "keeping version 1" in text
+        assert lb.status()["version"] == 1
+        assert run_requests(lb.port, 100).versions == {"1": 100}
+        # The config on disk is the running one again (a restart would read it) ...
+        assert "fe_more" not in (lb.state_dir / "haproxy.cfg").read_text()
+        # ... and the next good reload works.
+        t3 = topo.copy()
+        t3.pool_doc("web")["retries"] = 1
+        lb.write_topology(t3)
+        r = lb.admin("POST", "/reload")
+        assert r.status == 200, r.body
+        wait_for(lambda: lb.get("/").headers["x-zonegate-version"] == "2", 5, "version 2")
+        assert run_requests(lb.port, 100).failed == 0

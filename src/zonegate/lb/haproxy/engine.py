@@ -495,41 +495,73 @@ class Engine:
                 write_atomic(
                     self.cfg_path, render_config(snap, self.zone, self.paths, threads=self.threads)
                 )
-                await self.apply()
+                try:
+                    await self.apply()
+                except (ZonegateError, OSError) as e:
+                    log.warning(
+                        "applying version %d: %s (the reconcile loop retries)", snap.version, e
+                    )
                 msg += " (applied at runtime)"
                 log.info(msg)
                 return True, msg
-            candidate = self.cfg_path.with_name("haproxy.cfg.new")
-            text = render_config(snap, self.zone, self.paths, threads=self.threads)
-            write_atomic(candidate, text)
             try:
-                write_tls_bundles(snap, self.zone, self.paths)
-            except OSError as e:
-                return False, self._refused(f"TLS files: {e}")
-            problem = await self.process.check(candidate)
-            if problem is not None:
-                return False, self._refused(trace_alerts(problem, text, snap))
-            # HAProxy carries health, drain and weights over the reload in this file.
-            state = await self.runtime.execute("show servers state")
-            write_atomic(Path(self.paths.server_state_file), state)
-            os.replace(candidate, self.cfg_path)
-            with contextlib.suppress(ZonegateError, OSError):
-                self.last_rows = await self.runtime.show_stat()
-            self.retire()
-            await self.hub.reload(snap)
-            self.structure = structure
-            write_atomic(Path(self.paths.version_map), version_map_text(self.hub.version))
-            try:
-                await self.process.reload()
-            except ZonegateError as e:
+                return await self._reload_haproxy(snap, structure, msg)
+            except (ZonegateError, OSError) as e:
                 return False, self._refused(str(e))
-            self.applied = None
-            self.map_version = None
-            await self.read_verdicts()
-            await self.apply()
-            msg += " (HAProxy reloaded)"
-            log.info(msg)
-            return True, msg
+
+    async def _reload_haproxy(self, snap: Snapshot, structure: str, msg: str) -> tuple[bool, str]:
+        """A new structure: `haproxy -c`, save the server states, master reload.
+
+        Raises:
+            ZonegateError, OSError: HAProxy's sockets did not answer; nothing changed.
+        """
+        candidate = self.cfg_path.with_name("haproxy.cfg.new")
+        text = render_config(snap, self.zone, self.paths, threads=self.threads)
+        write_atomic(candidate, text)
+        old = (self.snapshot, self.structure, self.cfg_path.read_text())
+        try:
+            write_tls_bundles(snap, self.zone, self.paths)
+        except OSError as e:
+            await self._rollback(*old)
+            return False, self._refused(f"TLS files: {e}")
+        problem = await self.process.check(candidate)
+        if problem is not None:
+            await self._rollback(*old)
+            return False, self._refused(trace_alerts(problem, text, snap))
+        # HAProxy carries health, drain and weights over the reload in this file.
+        state = await self.runtime.execute("show servers state")
+        with contextlib.suppress(ZonegateError, OSError):
+            self.last_rows = await self.runtime.show_stat()
+        write_atomic(Path(self.paths.server_state_file), state)
+        os.replace(candidate, self.cfg_path)
+        await self.hub.reload(snap)
+        self.structure = structure
+        write_atomic(Path(self.paths.version_map), version_map_text(self.hub.version))
+        try:
+            await self.process.reload()
+        except ZonegateError as e:
+            # Passed `haproxy -c` but failed for real (a port taken): the old workers
+            # serve on; go back to the config they run.
+            await self._rollback(*old)
+            return False, self._refused(trace_alerts(str(e), text, snap))
+        self.retire()
+        self.applied = None
+        self.map_version = None
+        await self.read_verdicts()
+        await self.apply()
+        msg += " (HAProxy reloaded)"
+        log.info(msg)
+        return True, msg
+
+    async def _rollback(self, snap: Snapshot, structure: str, cfg_text: str) -> None:
+        """Back to the config HAProxy runs: its file, TLS bundles, version map, hub."""
+        write_atomic(self.cfg_path, cfg_text)
+        with contextlib.suppress(OSError):
+            write_tls_bundles(snap, self.zone, self.paths)
+        if snap is not self.snapshot:
+            await self.hub.reload(snap)
+        self.structure = structure
+        write_atomic(Path(self.paths.version_map), version_map_text(self.hub.version))
 
     def _refused(self, why: str) -> str:
         msg = f"reload refused by HAProxy, keeping version {self.hub.version}:\n{why.strip()}"
