@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.integration.lbharness import Topo, start_lb
+from tests.integration.lbharness import Topo, engines, start_lb
 from tests.peers.processes import refused_port
 from zonegate.dns.model import ZoneState
 from zonegate.dns.zonehealth import (
@@ -667,7 +667,8 @@ async def test_metrics_text():
 # --- against a real `zonegate lb` ----------------------------------------------------
 
 
-async def test_real_lb_zone_goes_down_when_its_backends_die(backend_factory, tmp_path):
+@pytest.mark.parametrize("engine", engines())
+async def test_real_lb_zone_goes_down_when_its_backends_die(backend_factory, tmp_path, engine):
     backends = backend_factory.many(2, zone="z1")
     topo = Topo().pool(
         "web",
@@ -685,7 +686,7 @@ async def test_real_lb_zone_goes_down_when_its_backends_die(backend_factory, tmp
         },
     )
     topo = topo.listener("web", zone="z1")
-    with start_lb(tmp_path, topo, zone="z1") as lb:
+    with start_lb(tmp_path, topo, zone="z1", engine=engine) as lb:
         gslb = topology(
             {"z1": {"lb_admin": f"127.0.0.1:{lb.admin_port}", "health": {"interval": "1s"}}}
         )
@@ -701,6 +702,6 @@ async def test_real_lb_zone_goes_down_when_its_backends_die(backend_factory, tmp
                 assert time.monotonic() - t0 < 5.0
             took = time.monotonic() - t0
             assert prober.states()["z1"].reason == "down: 0/2 backends healthy"
-    print(f"\nreal LB: zone down {took * 1000:.0f} ms after its backends died")
+    print(f"\nreal LB ({engine}): zone down {took * 1000:.0f} ms after its backends died")
     # the LB needs one failed check (100 ms) and we need one probe (1 s) at most
     assert took < 1.6
