@@ -435,7 +435,9 @@ class Engine:
         rows = await self.runtime.show_stat()
         self.last_rows = rows
         unchecked = unchecked_pools(self.snapshot.topology, self.zone)
-        self.hub.record_verdicts(verdict_details(rows, unchecked=unchecked))
+        # A server not checked yet (a new HAProxy) reads "UP 1/3": no verdict.
+        checked = [r for r in rows if not str(r.get("check_status") or "").startswith("INI")]
+        self.hub.record_verdicts(verdict_details(checked, unchecked=unchecked))
         return rows
 
     def note_process(self) -> None:
