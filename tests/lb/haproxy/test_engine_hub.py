@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from pathlib import Path
 
 import pytest
@@ -153,57 +151,6 @@ def test_default_state_dir(monkeypatch, tmp_path):
     d = default_state_dir("topo.yaml", "z1")
     assert d.parent.parent == Path("/tmp")
     assert not str(d).startswith("/etc")
-
-
-PANIC_TOPO = """
-zones:
-  a: {{}}
-pools:
-  pa:
-    zone: a
-    backends:
-      - {{address: "127.0.0.1:{port1}", name: a1}}
-      - {{address: "127.0.0.1:{port2}", name: a2}}
-    health:
-      active: {{type: tcp, interval: 50ms, timeout: 200ms}}
-listeners:
-  la:
-    zone: a
-    bind: 127.0.0.1:8000
-    routes: [{{pool: pa}}]
-"""
-
-
-async def test_a_pool_in_panic_is_probed_by_zonegate_until_it_recovers():
-    # Bound but not listening: connections are refused, and the ports stay ours.
-    socks = [socket.socket(), socket.socket()]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    port1, port2 = (sock.getsockname()[1] for sock in socks)
-    topo = load_topology_text(PANIC_TOPO.format(port1=port1, port2=port2))
-    hub = HaproxyHub(Snapshot(1, topo, "t"), "a")
-    hub.record_verdicts({("pa", "a1"): (False, "L4CON"), ("pa", "a2"): (False, "L4CON")})
-    await hub.start()
-    servers: list[asyncio.Server] = []
-    try:
-        assert hub.states["pa"].panic
-        # HAProxy's checks are off in panic (servers forced up): the hub probes itself.
-        assert hub.checker.running
-        await asyncio.sleep(0.2)
-        assert hub.states["pa"].panic
-        for sock in socks:
-            servers.append(await asyncio.start_server(lambda r, w: w.close(), sock=sock))
-        async with asyncio.timeout(5):
-            while hub.states["pa"].panic:
-                await asyncio.sleep(0.02)
-        assert True in _up(hub, "pa")
-        assert not hub.checker.running
-    finally:
-        await hub.stop()
-        for server in servers:
-            server.close()
-        for sock in socks:
-            sock.close()
 
 
 def test_effective_weight_follows_haproxys_slow_start(hub):

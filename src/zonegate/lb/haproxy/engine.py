@@ -42,7 +42,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +56,13 @@ from zonegate.lb.haproxy.desired import (
     unchecked_pools,
     verdict_details,
 )
-from zonegate.lb.haproxy.model import SPILL_PREFIX, VERSION_KEY, DesiredState, ServerKey
+from zonegate.lb.haproxy.model import (
+    PANIC_PREFIX,
+    SPILL_PREFIX,
+    VERSION_KEY,
+    DesiredState,
+    ServerKey,
+)
 from zonegate.lb.haproxy.parse import Row
 from zonegate.lb.haproxy.process import (
     HaproxyNotFound,
@@ -74,7 +80,6 @@ from zonegate.lb.haproxy.render import (
 )
 from zonegate.lb.haproxy.runtime import RuntimeClient
 from zonegate.lb.hub import HealthHub
-from zonegate.lb.pools import PoolState
 from zonegate.lb.server import (
     LbOptions,
     _announce_line,
@@ -150,7 +155,11 @@ def slow_start_ramps(rows: list[Row]) -> dict[tuple[str, str], float]:
     out = {}
     for row in rows:
         px, sv = str(row.get("pxname") or ""), str(row.get("svname") or "")
-        if not px.startswith("be_") or sv in ("BACKEND", "FRONTEND") or sv.startswith(SPILL_PREFIX):
+        if (
+            not px.startswith("be_")
+            or sv in ("BACKEND", "FRONTEND")
+            or sv.startswith((SPILL_PREFIX, PANIC_PREFIX))
+        ):
             continue
         user, current = row.get("uweight"), row.get("weight")
         if isinstance(user, int) and isinstance(current, int) and user > 0:
@@ -239,10 +248,8 @@ class HaproxyHub(HealthHub):
         """Shown under "engine" in /status: HAProxy's pid, version, restarts."""
 
     async def start(self) -> None:
-        """Publish and keep re-evaluating; no probes while HAProxy runs them."""
-        self.checker.update({}, {})
-        self.checker.start()
-        self.subscribe(self._probe_panic_pools)
+        """Publish and keep re-evaluating; no probes (HAProxy runs them, in panic too:
+        its panic twins serve while the checked servers keep being checked)."""
         self.publish()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
@@ -251,18 +258,7 @@ class HaproxyHub(HealthHub):
         self.file_snapshot = snapshot
         self.snapshot = hub_snapshot(snapshot)
         self._set(self.snapshot, previous=self.healths)
-        self._probe_panic_pools(self.states)
         self.publish()
-
-    def _probe_panic_pools(self, states: Mapping[str, PoolState]) -> None:
-        """Probe, with zonegate's own checks, the pools in panic.
-
-        Panic forces HAProxy's servers up with their checks off, so HAProxy has no
-        verdict until the panic ends; the hub's checker supplies them meanwhile (as the
-        built-in engine keeps checking in panic), and stops when the panic is over.
-        """
-        names = {n for n, st in states.items() if st.panic and n in self.pools}
-        self.checker.update({n: self.pools[n] for n in names}, {n: self.healths[n] for n in names})
 
     def record_verdicts(self, verdicts: dict[tuple[str, str], tuple[bool, str]]) -> None:
         """Record HAProxy's verdict of every server: (pool, backend id) -> (up, why)."""
