@@ -572,3 +572,33 @@ def test_a_reload_haproxy_cannot_bind_keeps_the_running_config(tmp_path, backend
         assert r.status == 200, r.body
         wait_for(lambda: lb.get("/").headers["x-zonegate-version"] == "2", 5, "version 2")
         assert run_requests(lb.port, 100).failed == 0
+
+
+def _runtime_api(lb: Lb, command: str) -> str:
+    """One command on the LB's HAProxy stats socket, as an operator would send it."""
+    assert lb.state_dir is not None
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(lb.state_dir / "haproxy.sock"))
+        s.sendall(command.encode() + b"\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out.decode()
+
+
+def test_drift_is_repaired_and_logged(tmp_path, backend_factory):
+    bs = backend_factory.many(2, zone="z1")
+    topo = Topo().pool("web", bs).listener("web")
+    with haproxy_lb(tmp_path, topo) as lb:
+        # Someone puts b2 in maintenance and changes b1's weight behind zonegate's back.
+        _runtime_api(lb, "set server be_web/b2 state maint")
+        _runtime_api(lb, "set server be_web/b1 weight 7")
+        t0 = time.monotonic()
+        wait_for(lambda: lb.status()["engine"]["repairs"] >= 1, 5, "drift repaired")
+        took = time.monotonic() - t0
+        line = next(x for x in lb.proc.stderr().splitlines() if "repaired drift" in x)
+        print(f"\ndrift repaired after {took * 1000:.0f} ms: {line.split(': ', 2)[-1]}")
+        assert "reconcile: repaired drift in HAProxy" in lb.proc.stderr()
+        res = run_requests(lb.port, 200)
+        assert res.backends["b1"] == pytest.approx(100, abs=10)
