@@ -8,12 +8,14 @@ After each test the LB is stopped and the test checks that no HAProxy process is
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -602,3 +604,34 @@ def test_drift_is_repaired_and_logged(tmp_path, backend_factory):
         assert "reconcile: repaired drift in HAProxy" in lb.proc.stderr()
         res = run_requests(lb.port, 200)
         assert res.backends["b1"] == pytest.approx(100, abs=10)
+
+
+def test_sigterm_finishes_in_flight_requests_and_does_not_wait_for_idle_ones(
+    tmp_path, backend_factory
+):
+    bs = backend_factory.many(1, zone="z1")
+    topo = Topo().pool("web", bs).listener("web")
+    with haproxy_lb(tmp_path, topo, extra=["--drain-timeout", "30s"]) as lb:
+        idle = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+        idle.request("GET", "/")
+        assert idle.getresponse().read()  # then left open, idle
+        slow: dict[str, object] = {}
+
+        def call() -> None:
+            try:
+                slow["response"] = lb.get("/slow?ms=1500", timeout=10)
+            except Exception as e:  # reported below
+                slow["error"] = e
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.5)
+        lb.proc.signal(signal.SIGTERM)
+        t.join(10)
+        # Bounded well below the 30 s drain timeout: the idle connection is not awaited.
+        status = lb.proc.proc.wait(10)
+        print(f"\nSIGTERM with a 1.5 s request in flight and an idle connection: {slow}")
+        assert slow.get("response") is not None, slow
+        assert slow["response"].status == 200
+        assert status == 0
+        idle.close()

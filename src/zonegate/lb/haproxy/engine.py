@@ -62,6 +62,7 @@ from zonegate.lb.haproxy.model import (
     VERSION_KEY,
     DesiredState,
     ServerKey,
+    frontend_name,
 )
 from zonegate.lb.haproxy.parse import Row
 from zonegate.lb.haproxy.process import (
@@ -90,7 +91,7 @@ from zonegate.lb.server import (
     merge_worker_stats,
     retire_stats,
 )
-from zonegate.lb.worker import ListenError
+from zonegate.lb.worker import ListenError, zone_listeners
 from zonegate.topology.check import _position, _tree
 from zonegate.topology.load import render_path
 from zonegate.topology.schema import Topology
@@ -108,6 +109,8 @@ RECONCILE_EVERY = 0.5
 HAPROXY_ENV = "ZONEGATE_HAPROXY"
 """Environment variable naming the HAProxy to run (a path, or a name looked up on
 PATH only); default: `haproxy` on PATH, else /usr/sbin/haproxy."""
+IDLE_GRACE = 1.0
+"""Seconds idle keep-alive connections get at stop, once no request is in flight."""
 FIRST_VERDICT_TIMEOUT = 5.0
 """Longest wait at start for HAProxy's first check of every server."""
 
@@ -605,6 +608,33 @@ class Engine:
         self.retired = retire_stats([last] if self.retired is None else [self.retired, last])
         self.last_rows = []
 
+    async def drain(self, timeout: float) -> float:  # noqa: ASYNC109 - a budget, returned
+        """Stop taking connections and wait (up to `timeout` s) for the requests in
+        flight; return the time left.
+
+        HAProxy's own soft stop would also wait for idle keep-alive connections (it
+        answers their next request before closing, see render's
+        `idle-close-on-response`), up to the client idle timeout. So the frontends are
+        disabled first, in-flight requests are awaited, and what is left of the budget
+        (at most IDLE_GRACE) goes to the soft stop: an idle connection's next request
+        is still answered within it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            for name in zone_listeners(self.snapshot.topology, self.zone):
+                await self.runtime.execute(f"disable frontend {frontend_name(name)}")
+            while loop.time() < deadline:
+                rows = await self.runtime.show_stat()
+                busy = sum(int(r.get("scur") or 0) for r in rows if r.get("svname") == "BACKEND")
+                if busy == 0:
+                    break
+                await asyncio.sleep(0.05)
+        except (ZonegateError, OSError) as e:
+            log.warning("draining through the runtime API: %s (soft stop only)", e)
+            return max(0.0, deadline - loop.time())
+        return min(IDLE_GRACE, max(0.0, deadline - loop.time()))
+
     async def first_verdicts(self) -> None:
         """Wait until HAProxy has checked every server once (at most
         FIRST_VERDICT_TIMEOUT), as the built-in engine probes every backend before it
@@ -731,7 +761,8 @@ async def _run(engine: Engine) -> int:
     for t in list(tasks):
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await engine.process.stop(opts.drain_timeout)
+    left = await engine.drain(opts.drain_timeout)
+    await engine.process.stop(left)
     await hub.stop()
     if admin_server is not None:
         admin_server.close()
