@@ -228,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--quick", action="store_true", help="shorter steps (for tests)")
     d.add_argument(
+        "--engine",
+        choices=["builtin", "haproxy"],
+        default=None,
+        help="run every zone's LB on this engine (default: each zone's lb_engine, else builtin)",
+    )
+    d.add_argument(
         "--report",
         default=None,
         help="write the JSON report here and the HTML one next to it (default: the run dir)",
@@ -452,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from zonegate.lab.demo import run_demo
 
-        return run_demo(topology=args.topology, quick=args.quick, report=args.report)
+        return run_demo(
+            topology=args.topology, quick=args.quick, report=args.report, engine=args.engine
+        )
     if args.command == "lab":
         from zonegate.lab.lab import run_lab
 

@@ -302,6 +302,8 @@ class LbSpec:
     bind: HostPort
     admin: HostPort
     admin_in_file: bool
+    engine: str = "builtin"
+    """What moves its bytes: builtin or haproxy (the zone's lb_engine, or --engine)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +339,17 @@ class Layout:
     httpdns: HostPort | None = None
 
 
-def plan_layout(topo: Topology, path: Path, control: HostPort = DEFAULT_CONTROL) -> Layout:
-    """Derive the processes, the client's targets and the drill scenario."""
+def plan_layout(
+    topo: Topology,
+    path: Path,
+    control: HostPort = DEFAULT_CONTROL,
+    engine: str | None = None,
+) -> Layout:
+    """Derive the processes, the client's targets and the drill scenario.
+
+    `engine` (builtin or haproxy) runs every zone's LB on that engine; None keeps each
+    zone's `lb_engine`.
+    """
     _check_loopback(topo)
     host = next(iter(topo.split), DEFAULT_HOST)
     backends: dict[HostPort, BackendSpec] = {}
@@ -361,7 +372,16 @@ def plan_layout(topo: Topology, path: Path, control: HostPort = DEFAULT_CONTROL)
             used.add(port)
             admin = HostPort("127.0.0.1", port)
         name, lst = http[0]
-        lbs.append(LbSpec(zone_name, name, lst.bind, admin, zone.lb_admin is not None))
+        lbs.append(
+            LbSpec(
+                zone_name,
+                name,
+                lst.bind,
+                admin,
+                zone.lb_admin is not None,
+                engine or zone.lb_engine,
+            )
+        )
     if len(lbs) < 2:
         raise DemoError(
             f"{path}: the drills need two zones with an http listener; "
@@ -1076,6 +1096,11 @@ class Drill(DrillBase):
             argv += [*control, "--control-cache", str(self.run_dir / f"lb-{lb.zone}.cache")]
             if not lb.admin_in_file:
                 argv += ["--admin", str(lb.admin)]
+            # Always explicit: the zone's lb_engine may be either, whatever --engine says.
+            argv += ["--engine", lb.engine]
+            if lb.engine == "haproxy":
+                # HAProxy's config, sockets and state files in the run directory.
+                argv += ["--state-dir", str(self.run_dir / f"lb-{lb.zone}.haproxy")]
             self.lbs[lb.zone] = Child(
                 f"lb {lb.zone}", argv, "zonegate lb ready", self.run_dir / f"lb-{lb.zone}.log"
             )
@@ -1110,8 +1135,8 @@ class Drill(DrillBase):
         for lb in lay.lbs:
             self.event(
                 None,
-                f"zonegate lb --zone {lb.zone}: {lb.listener} on {lb.bind}, admin {lb.admin}, "
-                f"pid {self.lbs[lb.zone].pid}",
+                f"zonegate lb --zone {lb.zone} ({lb.engine} engine): {lb.listener} on "
+                f"{lb.bind}, admin {lb.admin}, pid {self.lbs[lb.zone].pid}",
             )
         if "dns" in self.services:
             self.event(
@@ -1710,6 +1735,7 @@ def report_doc(
     procs: dict[str, list[int]] = {}
     doc: dict[str, Any] = {
         "topology": str(layout.path),
+        "engines": {lb.zone: lb.engine for lb in layout.lbs},
         "quick": quick,
         "run_dir": str(run_dir),
         "duration_s": round(elapsed, 2),
@@ -1756,8 +1782,11 @@ def _run_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="zonegate-demo-")).resolve()
 
 
-def prepare(topology: str | None, run_dir: Path, console: Console) -> Layout:
-    """Find and load the topology, move busy ports, derive the layout."""
+def prepare(
+    topology: str | None, run_dir: Path, console: Console, engine: str | None = None
+) -> Layout:
+    """Find and load the topology, move busy ports, derive the layout (every LB on
+    `engine` when given); DemoError if HAProxy is needed and missing."""
     if topology is not None:
         path = Path(topology)
     else:
@@ -1787,7 +1816,17 @@ def prepare(topology: str | None, run_dir: Path, console: Console) -> Layout:
             f"({', '.join(f'{o.port}->{n.port}' for o, n in moved.items())}); "
             f"rewritten topology: {path}[/yellow]"
         )
-    layout = plan_layout(topo, path, control)
+    layout = plan_layout(topo, path, control, engine)
+    if any(lb.engine == "haproxy" for lb in layout.lbs):
+        from zonegate.lb.haproxy.engine import HAPROXY_ENV
+        from zonegate.lb.haproxy.process import HaproxyNotFound, find_haproxy
+
+        try:
+            binary = find_haproxy(os.environ.get(HAPROXY_ENV) or None)
+        except HaproxyNotFound as e:
+            raise DemoError(f"the haproxy engine needs HAProxy: {e}") from None
+        zones = ", ".join(lb.zone for lb in layout.lbs if lb.engine == "haproxy")
+        console.print(f"engine    haproxy ({binary}) for {zones}")
     scn = layout.scenario
     console.print(
         f"drill     zone {scn.zone}: pool {scn.home} ({', '.join(scn.home_backends)}), "
@@ -1834,9 +1873,12 @@ def make_router() -> Callable[[Drill], Router]:
     return sdk_router
 
 
-def run_demo(topology: str | None, quick: bool, report: str | None) -> int:
+def run_demo(
+    topology: str | None, quick: bool, report: str | None, engine: str | None = None
+) -> int:
     """`zonegate demo`: 0 if every step met its budget, 1 if not (or it failed), 2 if it
-    could not start, 130/143 on SIGINT/SIGTERM."""
+    could not start, 130/143 on SIGINT/SIGTERM. `engine` runs every LB on it (None:
+    each zone's lb_engine)."""
     import uvloop
 
     # Piped output (CI, tests) gets a width that fits the summary table, not rich's 80.
@@ -1845,7 +1887,7 @@ def run_demo(topology: str | None, quick: bool, report: str | None) -> int:
     run_dir = _run_dir()
     started = time.monotonic()
     try:
-        layout = prepare(topology, run_dir, console)
+        layout = prepare(topology, run_dir, console, engine)
     except DemoError as e:
         console.print(f"[red]zonegate demo: {escape(str(e))}[/red]")
         return 2
