@@ -36,6 +36,7 @@ from tests.peers.processes import (
 from zonegate.lb.haproxy.model import WEIGHT_MAX
 from zonegate.lb.haproxy.render import (
     SERVER_STATE_EMPTY,
+    SOCKET_PATH_MAX,
     HaproxyPaths,
     base_weight,
     quote,
@@ -96,7 +97,7 @@ def test_golden(path: str, zone: str) -> None:
 
 @pytest.fixture
 def state_dir() -> Iterator[Path]:
-    # Not tmp_path: a unix socket path takes at most 107 bytes.
+    # Not tmp_path: HAProxy binds a unix socket path of at most 97 bytes.
     d = Path(tempfile.mkdtemp(prefix="zg-hap-"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
@@ -141,8 +142,25 @@ def test_bad_input_is_a_clear_error() -> None:
         render_config(snap, "changping", HaproxyPaths.in_dir("/run/x"), threads=0)
     with pytest.raises(ValueError, match="letters, digits"):
         HaproxyPaths.in_dir("/tmp/with space")
-    with pytest.raises(ValueError, match="unix socket path takes at most 107"):
+    with pytest.raises(ValueError, match="unix socket path takes at most 97"):
         HaproxyPaths.in_dir("/tmp/" + "d" * 100)
+
+
+@needs_haproxy
+def test_the_longest_socket_path_accepted_is_one_haproxy_binds(state_dir: Path) -> None:
+    # Regression: sun_path's 107 bytes were accepted, and HAProxy refused the config
+    # at start ("socket path ... too long (max 97)") under pytest's long tmp_path.
+    longest = SOCKET_PATH_MAX - len(str(state_dir)) - len("//haproxy.sock")
+    deep = state_dir / ("d" * longest)
+    deep.mkdir()
+    assert len(str(HaproxyPaths.in_dir(deep).stats_socket).encode()) == SOCKET_PATH_MAX
+    cfg = _prepare(_snapshot("examples/two-zones.yaml"), "changping", deep)
+    out = subprocess.run(
+        [HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    with pytest.raises(ValueError, match="choose a shorter state directory"):
+        HaproxyPaths.in_dir(f"{deep}d")
 
 
 def test_tls_bundles_take_paths_relative_to_the_topology_file() -> None:

@@ -57,8 +57,9 @@ NO_ROUTE_BACKEND = "be__no_route"
 VIA = "1.1 zonegate"
 """The Via entry the built-in proxy adds (lb/worker.py)."""
 
-SOCKET_PATH_MAX = 107
-"""Longest unix socket path (sun_path is 108 bytes with the NUL)."""
+SOCKET_PATH_MAX = 97
+"""Longest unix socket path HAProxy binds: sun_path is 108 bytes with the NUL, and
+HAProxy keeps 10 for the temporary name it binds first (`<path>.<pid>.tmp`)."""
 
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./@+-]+")
 _MAXREWRITE = 1024  # HAProxy's tune.maxrewrite default for 16 KiB buffers and up
