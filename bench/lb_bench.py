@@ -21,6 +21,7 @@ See bench/README.md for what each column means and how the CPUs are shared.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -39,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lb_changes  # bench/lb_changes.py: changes and reloads under load
 from benchlib import (  # bench/benchlib.py: what the bench scripts share
     Proc,
     Procs,
@@ -53,9 +55,20 @@ from benchlib import (  # bench/benchlib.py: what the bench scripts share
     write_results,
 )
 
-PROXIES = ("nginx", "haproxy", "zonegate")
-TARGET_RPS_RATIO = 0.7  # zonegate req/s >= 0.7x nginx (1 and 2 workers)
-TARGET_P99_RATIO = 1.5  # zonegate p99 <= 1.5x nginx (1 worker)
+PROXIES = ("nginx", "haproxy", "zonegate-haproxy", "zonegate")
+ZONEGATES = ("zonegate-haproxy", "zonegate")  # compared with the peers
+PEERS = ("nginx", "haproxy")
+# Targets per zonegate engine: (metric, peer, op, ratio); every worker count unless
+# the tuple's last item names one. zonegate = the built-in engine (issue 9's targets),
+# zonegate-haproxy = `zonegate lb --engine haproxy` (issue 13's).
+TARGETS: dict[str, list[tuple[str, str, str, float, int | None]]] = {
+    "zonegate-haproxy": [
+        ("rps", "nginx", ">=", 1.0, None),
+        ("rps", "haproxy", ">=", 0.95, None),
+        ("p99", "nginx", "<=", 1.2, None),
+    ],
+    "zonegate": [("rps", "nginx", ">=", 0.7, None), ("p99", "nginx", "<=", 1.5, 1)],
+}
 START_TIMEOUT = 20.0  # seconds for a proxy/backend to answer its first request
 
 
@@ -238,29 +251,29 @@ def nginx_proxy_conf(tmp: Path, port: int, backend: int, workers: int) -> str:
         """)
 
 
-def haproxy_conf(tmp: Path, port: int, backend: int, workers: int) -> str:
-    return textwrap.dedent(f"""\
-        # lb_bench: HAProxy as the L7 proxy
-        global
-            nbthread {workers}
-            maxconn 4096
-            stats socket {tmp}/haproxy.sock mode 600 level admin
-        defaults
-            mode http
-            option http-keep-alive
-            http-reuse always
-            timeout connect 5s
-            timeout client 60s
-            timeout server 60s
-            timeout http-keep-alive 60s
-        frontend bench_fe
-            bind 127.0.0.1:{port}
-            default_backend bench_be
-        backend bench_be
-            option forwardfor
-            option httpchk GET /healthz
-            server b1 127.0.0.1:{backend} check inter 1s
-        """)
+def haproxy_conf(tmp: Path, topo: Path, workers: int) -> Path:
+    """Raw HAProxy with exactly the config `zonegate lb --engine haproxy` runs.
+
+    `zonegate lb --print-config` renders it from the bench topology (checks, passive
+    observe, forwarding headers, version header from a map, error bodies, timeouts);
+    the map and the server-state file it names are written here, as zonegate writes
+    them. HAProxy then runs it alone, with no zonegate process beside it.
+    """
+    from zonegate.lb.haproxy.render import version_map_text
+
+    state = tmp / "raw-haproxy-state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    argv = [sys.executable, "-m", "zonegate", "lb", str(topo), "--zone", "bench"]
+    argv += ["--engine", "haproxy", "--print-config", "--state-dir", str(state)]
+    argv += ["--workers", str(workers)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise StartError(f"zonegate lb --print-config failed:\n{r.stdout}{r.stderr}")
+    (state / "version.map").write_text(version_map_text(1))
+    (state / "server-state").write_text("")
+    conf = tmp / "haproxy.cfg"
+    conf.write_text(r.stdout)
+    return conf
 
 
 def zonegate_topology(port: int, backend: int, admin: int) -> str:
@@ -426,6 +439,7 @@ class Run:
     errors: int = 0
     proxy_cpu: float = 0.0  # cores (1.0 = one CPU fully busy) during the measured run
     proxy_sys: float = 0.0  # share of the proxy's CPU time spent in the kernel
+    control_cpu: float = 0.0  # zonegate-haproxy: zonegate's own part of proxy_cpu
     backend_cpu: float = 0.0
     wrk_cpu: float = 0.0
     machine_cpu: float = 0.0  # whole machine, all processes, /proc/stat
@@ -505,29 +519,41 @@ def start_proxy(
     tmp: Path,
     ports: dict[str, int],
     cpus: str | None,
+    topology: str | None = None,
+    log_level: str = "WARNING",
 ) -> tuple[Proc, str]:
+    """Start one proxy on ports["proxy"]; return it and what its first answer proved.
+
+    For zonegate-haproxy, `Proc.extra_pids` gets HAProxy's master PID (zonegate starts
+    it in its own process group): its CPU is the proxy's, and the bench waits for it
+    to exit after zonegate stops.
+    """
     port, backend, admin = ports["proxy"], ports["backend"], ports["admin"]
     wait_port_free(port)
     log = tmp / f"proxy-{name}-{workers}w.log"
+    topo = tmp / "zonegate-bench.yaml"
+    topo.write_text(topology or zonegate_topology(port, backend, admin))
     if name == "nginx":
         conf = tmp / "proxy-nginx.conf"
         conf.write_text(nginx_proxy_conf(tmp, port, backend, workers))
         argv = [tools["nginx"], "-p", str(tmp), "-e", str(tmp / "proxy-nginx.error.log")]
         argv += ["-c", str(conf), "-g", "daemon off;"]
     elif name == "haproxy":
-        conf = tmp / "haproxy.cfg"
-        conf.write_text(haproxy_conf(tmp, port, backend, workers))
+        conf = haproxy_conf(tmp, topo, workers)
         argv = [tools["haproxy"], "-db", "-f", str(conf), "-p", str(tmp / "haproxy.pid")]
     else:
-        topo = tmp / "zonegate-bench.yaml"
-        topo.write_text(zonegate_topology(port, backend, admin))
         wait_port_free(admin)
         argv = [sys.executable, "-m", "zonegate", "lb", str(topo), "--zone", "bench"]
-        argv += ["--workers", str(workers), "--drain-timeout", "2s", "--log-level", "WARNING"]
-    p = procs.start(f"proxy {name} ({workers}w)", argv, log, cpus, tools["taskset"])
+        argv += ["--workers", str(workers), "--drain-timeout", "2s", "--log-level", log_level]
+        if name == "zonegate-haproxy":
+            state = tmp / f"zg-haproxy-state-{workers}w"
+            argv += ["--engine", "haproxy", "--state-dir", str(state)]
+    env = dict(os.environ, ZONEGATE_HAPROXY=tools["haproxy"])  # the HAProxy the bench found
+    p = procs.start(f"proxy {name} ({workers}w)", argv, log, cpus, tools["taskset"], env=env)
+    p.extra_pids = []  # type: ignore[attr-defined]
     headers = wait_http(p, port)
     check = "200 hello"
-    if name == "zonegate":
+    if name.startswith("zonegate"):
         # With --workers N the admin endpoint starts once every worker is ready, after
         # the first worker already answers: wait for the "ready" line first.
         deadline = time.monotonic() + START_TIMEOUT
@@ -536,11 +562,39 @@ def start_proxy(
         ver = headers.get("x-zonegate-version")
         check += f", X-Zonegate-Version: {ver}" if ver else ", NO X-Zonegate-Version header"
         try:
-            status, _, _ = http_get(admin, "/status")
+            status, _, body = http_get(admin, "/status")
             check += f", admin /status {status}"
-        except (OSError, http.client.HTTPException) as e:
+            engine = json.loads(body).get("engine") if status == 200 else None
+            if name == "zonegate-haproxy":
+                if not engine or not engine.get("pid"):
+                    raise StartError(f"{p.name}: /status has no engine pid: {body[:300]!r}")
+                p.extra_pids.append(int(engine["pid"]))  # type: ignore[attr-defined]
+                check += f", HAProxy pid {engine['pid']}"
+        except (OSError, http.client.HTTPException, ValueError) as e:
             check += f", admin /status failed: {e}"
     return p, check
+
+
+def stop_proxy(procs: Procs, proxy: Proc) -> None:
+    """Stop a proxy by PID, then wait (bounded) for the HAProxy it ran to exit too."""
+    procs.stop(proxy)
+    for pid in getattr(proxy, "extra_pids", []):
+        deadline = time.monotonic() + 10.0
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if os.path.exists(f"/proc/{pid}"):
+            print(f"  HAProxy master {pid} outlived {proxy.name}: killing its group", flush=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def group_cpu(groups: dict[int, tuple[float, float]], proxy: Proc) -> tuple[float, float]:
+    """(user, system) CPU seconds of the proxy's process group and of HAProxy's."""
+    u = s = 0.0
+    for pid in [proxy.pid, *getattr(proxy, "extra_pids", [])]:
+        gu, gs = groups.get(pid, (0.0, 0.0))
+        u, s = u + gu, s + gs
+    return u, s
 
 
 def zonegate_state(admin: int) -> str:
@@ -604,22 +658,25 @@ def measure(
             tmp,
         )
         g1, m1, c1, t1 = cpu_by_group(), machine_times(), cpu_busy(), time.monotonic()
-        if name == "zonegate":
+        if name in ZONEGATES:
             run.check += "; after the run: " + zonegate_state(ports["admin"])
         if not proxy.alive():
             run.failed = (
                 f"proxy exited during the run (status {proxy.popen.returncode})\n{proxy.log_tail()}"
             )
     finally:
-        procs.stop(proxy)
+        stop_proxy(procs, proxy)
     span = max(t1 - t0, 1e-6)
     run.rps, run.p50_ms, run.p90_ms, run.p99_ms = w.rps, w.p50_ms, w.p90_ms, w.p99_ms
     run.max_ms, run.requests, run.non2xx = w.max_ms, w.requests, w.non2xx
     run.socket_errors, run.errors = w.socket_errors, w.errors
-    pu0, ps0 = g0.get(proxy.pid, (0.0, 0.0))
-    pu1, ps1 = g1.get(proxy.pid, (0.0, 0.0))
+    pu0, ps0 = group_cpu(g0, proxy)
+    pu1, ps1 = group_cpu(g1, proxy)
     run.proxy_cpu = (pu1 - pu0 + ps1 - ps0) / span
     run.proxy_sys = (ps1 - ps0) / max(pu1 - pu0 + ps1 - ps0, 1e-9)
+    if getattr(proxy, "extra_pids", None):
+        run.control_cpu = (sum(g1.get(proxy.pid, (0, 0))) - sum(g0.get(proxy.pid, (0, 0)))) / span
+        run.check += f"; zonegate's own CPU {run.control_cpu:.2f} of the proxy's"
     run.backend_cpu = (sum(g1.get(backend.pid, (0, 0))) - sum(g0.get(backend.pid, (0, 0)))) / span
     run.wrk_cpu = w.wrk_cpu / span
     run.machine_cpu = (m1["procs"] + m1["kern"] - m0["procs"] - m0["kern"]) / span
@@ -653,6 +710,7 @@ def median_run(runs: list[Run]) -> Run:
         "max_ms",
         "proxy_cpu",
         "proxy_sys",
+        "control_cpu",
         "backend_cpu",
         "wrk_cpu",
         "machine_cpu",
@@ -683,6 +741,8 @@ def fmt_ratio(v: float | None) -> str:
 
 
 def summarize(runs: list[Run], st: Settings) -> dict[str, Any]:
+    """Per worker count: the (median) row of each proxy, each zonegate engine's ratios
+    to nginx and raw HAProxy, and its targets (see `TARGETS`)."""
     phases: dict[str, Any] = {}
     for workers in st.workers:
         rows = {}
@@ -690,23 +750,32 @@ def summarize(runs: list[Run], st: Settings) -> dict[str, Any]:
             sel = [r for r in runs if r.proxy == name and r.workers == workers]
             if sel:
                 rows[name] = median_run(sel)
-        zg, ng, hp = rows.get("zonegate"), rows.get("nginx"), rows.get("haproxy")
         ok = {k: v for k, v in rows.items() if not v.failed}
-        ratios: dict[str, float | None] = {}
-        if zg and not zg.failed:
-            for peer_name, peer in (("nginx", ng), ("haproxy", hp)):
-                if peer and not peer.failed:
-                    ratios[f"rps_vs_{peer_name}"] = ratio(zg.rps, peer.rps)
-                    ratios[f"p99_vs_{peer_name}"] = ratio(zg.p99_ms, peer.p99_ms)
-        target: dict[str, Any] = {}
-        rr = ratios.get("rps_vs_nginx")
-        if rr is not None:
-            target["rps"] = {"want": f">= {TARGET_RPS_RATIO}x nginx", "got": rr}
-            target["rps"]["met"] = rr >= TARGET_RPS_RATIO
-        if workers == 1 and ratios.get("p99_vs_nginx") is not None:
-            pr = ratios["p99_vs_nginx"]
-            target["p99"] = {"want": f"<= {TARGET_P99_RATIO}x nginx", "got": pr}
-            target["p99"]["met"] = pr <= TARGET_P99_RATIO
+        ratios: dict[str, dict[str, float | None]] = {}
+        target: dict[str, dict[str, Any]] = {}
+        for zg_name in ZONEGATES:
+            zg = ok.get(zg_name)
+            if zg is None:
+                continue
+            ra: dict[str, float | None] = {}
+            for peer_name in PEERS:
+                peer = ok.get(peer_name)
+                if peer is not None:
+                    ra[f"rps_vs_{peer_name}"] = ratio(zg.rps, peer.rps)
+                    ra[f"p99_vs_{peer_name}"] = ratio(zg.p99_ms, peer.p99_ms)
+            ratios[zg_name] = ra
+            tg: dict[str, Any] = {}
+            for metric, peer_name, op, want, only in TARGETS[zg_name]:
+                got = ra.get(f"{metric}_vs_{peer_name}")
+                if (only is not None and only != workers) or got is None:
+                    continue
+                met = got >= want if op == ">=" else got <= want
+                tg[f"{metric}_vs_{peer_name}"] = {
+                    "want": f"{op} {want}x {peer_name}",
+                    "got": got,
+                    "met": met,
+                }
+            target[zg_name] = tg
         phases[str(workers)] = {
             "rows": {k: asdict(v) for k, v in rows.items()},
             "ok": sorted(ok),
@@ -718,7 +787,7 @@ def summarize(runs: list[Run], st: Settings) -> dict[str, Any]:
 
 def print_table(phases: dict[str, Any], st: Settings) -> None:
     head = (
-        f"{'workers':>7}  {'proxy':<9} {'req/s':>9} {'p50':>8} {'p90':>8} {'p99':>8} "
+        f"{'workers':>7}  {'proxy':<16} {'req/s':>9} {'p50':>8} {'p90':>8} {'p99':>8} "
         f"{'errors':>7}  {'proxy':>5} {'sys%':>4} {'backend':>7} {'wrk':>5} {'kern':>5} "
         f"{'others':>6}  per-CPU busy"
     )
@@ -740,10 +809,10 @@ def print_table(phases: dict[str, Any], st: Settings) -> None:
         for name, r in ph["rows"].items():
             if r["failed"]:
                 line = r["failed"].splitlines()[0] if r["failed"] else ""
-                print(f"{workers:>7}  {name:<9} FAILED: {line}")
+                print(f"{workers:>7}  {name:<16} FAILED: {line}")
                 continue
             print(
-                f"{workers:>7}  {name:<9} {r['rps']:>9.0f} {fmt_ms(r['p50_ms']):>8} "
+                f"{workers:>7}  {name:<16} {r['rps']:>9.0f} {fmt_ms(r['p50_ms']):>8} "
                 f"{fmt_ms(r['p90_ms']):>8} {fmt_ms(r['p99_ms']):>8} {r['errors']:>7}  "
                 f"{r['proxy_cpu']:>5.2f} {100 * r['proxy_sys']:>4.0f} "
                 f"{r['backend_cpu']:>7.2f} {r['wrk_cpu']:>5.2f} "
@@ -751,42 +820,40 @@ def print_table(phases: dict[str, Any], st: Settings) -> None:
                 + " ".join(f"{v:.2f}" for _, v in sorted(r["per_cpu"].items()))
                 + ("  <- disturbed by others" if r["other_cpu"] > st.max_others else "")
             )
-        ra = ph["ratios"]
-        if ra:
-            print(
-                f"{'':>7}  zonegate/nginx:   req/s {fmt_ratio(ra.get('rps_vs_nginx'))}, "
-                f"p99 {fmt_ratio(ra.get('p99_vs_nginx'))}"
-            )
-            print(
-                f"{'':>7}  zonegate/haproxy: req/s {fmt_ratio(ra.get('rps_vs_haproxy'))}, "
-                f"p99 {fmt_ratio(ra.get('p99_vs_haproxy'))}"
-            )
+        for zg_name, ra in ph["ratios"].items():
+            for peer_name in PEERS:
+                if f"rps_vs_{peer_name}" in ra:
+                    label = f"{zg_name}/{peer_name}:"
+                    print(
+                        f"{'':>7}  {label:<26} req/s "
+                        f"{fmt_ratio(ra[f'rps_vs_{peer_name}'])}, "
+                        f"p99 {fmt_ratio(ra[f'p99_vs_{peer_name}'])}"
+                    )
         pin = next(iter(ph["rows"].values()))["pinning"]
         print(f"{'':>7}  pinning: {pin}")
         print("-" * len(head))
     print()
     for workers, ph in phases.items():
-        t = ph["target"]
-        wanted = [f"req/s >= {TARGET_RPS_RATIO}x nginx"]
-        if workers == "1":
-            wanted.append(f"p99 <= {TARGET_P99_RATIO}x nginx")
-        if not t:
-            print(f"target ({workers} worker(s)): {', '.join(wanted)}: not measured")
-            continue
-        parts = []
-        for key, label in (("rps", "req/s"), ("p99", "p99")):
-            if key in t:
-                verdict = "met" if t[key]["met"] else "NOT met"
-                parts.append(f"{label} {t[key]['got']:.2f}x ({t[key]['want']}): {verdict}")
-        allmet = all(v["met"] for v in t.values())
-        print(
-            f"target ({workers} worker{'s' if workers != '1' else ''}): "
-            f"{'; '.join(parts)} -> {'MET' if allmet else 'NOT MET'}"
-        )
+        plural = "s" if workers != "1" else ""
+        for zg_name, t in ph["target"].items():
+            if not t:
+                print(f"target {zg_name} ({workers} worker{plural}): not measured")
+                continue
+            parts = [
+                f"req/s {v['got']:.2f}x ({v['want']}): {'met' if v['met'] else 'NOT met'}"
+                if key.startswith("rps")
+                else f"p99 {v['got']:.2f}x ({v['want']}): {'met' if v['met'] else 'NOT met'}"
+                for key, v in t.items()
+            ]
+            allmet = all(v["met"] for v in t.values())
+            print(
+                f"target {zg_name} ({workers} worker{plural}): {'; '.join(parts)} "
+                f"-> {'MET' if allmet else 'NOT MET'}"
+            )
     for ph in phases.values():
         for name, r in ph["rows"].items():
-            if r["check"] and name == "zonegate":
-                print(f"zonegate check ({r['workers']}w): {r['check']}")
+            if r["check"] and name in ZONEGATES:
+                print(f"{name} check ({r['workers']}w): {r['check']}")
 
 
 # --------------------------------------------------------------------------- profile
@@ -948,6 +1015,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --profile: let py-spy stop the process for each sample (default: --nonblocking)",
     )
+    p.add_argument(
+        "--changes",
+        action="store_true",
+        help="after the comparison, measure under load how long a drain/enable through the "
+        "admin API and a SIGHUP reload (runtime only, structural) take to reach traffic, "
+        "and the failed requests (bench/lb_changes.py)",
+    )
+    p.add_argument("--changes-only", action="store_true", help="only the --changes part")
+    p.add_argument(
+        "--change-engines",
+        default="zonegate-haproxy,zonegate",
+        help="engines for --changes (zonegate-haproxy,zonegate)",
+    )
+    p.add_argument("--change-rounds", type=int, default=3, help="rounds of --changes steps (3)")
     p.add_argument("--no-install", action="store_true", help="never apt-get install")
     p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     return p
@@ -996,14 +1077,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lb_bench-"))
     tmp.chmod(0o755)  # nginx workers run as an unprivileged user
     (tmp / "logs").mkdir()
-    bench_ports = free_ports(3)
-    ports = dict(zip(("backend", "proxy", "admin"), bench_ports, strict=True))
+    bench_ports = free_ports(5)
+    ports = dict(zip(("backend", "proxy", "admin", "b2", "b3"), bench_ports, strict=True))
     print(
         f"  ports: backend {ports['backend']}, proxy {ports['proxy']}, "
         f"zonegate admin {ports['admin']}; files in {tmp}"
     )
     procs = Procs()
     runs: list[Run] = []
+    steps: list[lb_changes.Step] = []
     start_failed = False
     interrupted = False
     try:
@@ -1011,7 +1093,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_profile(
                 procs, st, tools, tmp, ports, args.profile, args.native, args.blocking
             )
-        for workers in st.workers:
+        for workers in [] if args.changes_only else st.workers:
             _, load_cpus = pin_plan(st.pin, workers)
             try:
                 backend = start_backend(procs, st.backend, tools, tmp, ports["backend"], load_cpus)
@@ -1064,6 +1146,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                             )
             finally:
                 procs.stop(backend)
+        if args.changes or args.changes_only:
+            proxy_cpus, load_cpus = pin_plan(st.pin, 1)
+            for engine in [x.strip() for x in args.change_engines.split(",") if x.strip()]:
+                try:
+                    steps += lb_changes.run_changes(
+                        procs,
+                        engine,
+                        max(1, args.change_rounds),
+                        tools,
+                        tmp,
+                        ports,
+                        proxy_cpus,
+                        load_cpus,
+                        start_proxy,
+                        stop_proxy,
+                        wait_http,
+                        parse_wrk,
+                        st.connections,
+                    )
+                except StartError as e:
+                    print(f"changes on {engine} failed to start: {e}", file=sys.stderr)
+                    start_failed = True
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping every process started", file=sys.stderr)
@@ -1078,9 +1182,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"configs and logs kept in {tmp}")
 
     phases = summarize(runs, st)
-    print_table(phases, st)
+    if runs:
+        print_table(phases, st)
+    if steps:
+        lb_changes.print_changes(steps, st.connections)
     if args.json:
-        write_results(args.json, info, st, runs, phases=phases, interrupted=interrupted)
+        write_results(
+            args.json,
+            info,
+            st,
+            runs,
+            phases=phases,
+            changes=lb_changes.steps_json(steps),
+            interrupted=interrupted,
+        )
     if interrupted:
         return 130
     return 1 if start_failed else 0
