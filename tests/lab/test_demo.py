@@ -128,6 +128,21 @@ def test_layout_of_the_example():
     assert [s.name for s in demo.default_steps(scn, quick=True)] == STEP_NAMES
 
 
+def test_layout_engine_is_the_zones_unless_the_demo_says_otherwise(tmp_path):
+    text = EXAMPLE.read_text()
+    # changping keeps the default (builtin); yanqing asks for haproxy in the file.
+    text = text.replace("  yanqing:\n", "  yanqing:\n    lb_engine: haproxy\n", 1)
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    topo = load_topology(path)
+    assert topo.zones["yanqing"].lb_engine == "haproxy"
+    engines = {lb.zone: lb.engine for lb in plan_layout(topo, path).lbs}
+    assert engines == {"changping": "builtin", "yanqing": "haproxy"}
+    for engine in ("builtin", "haproxy"):
+        layout = plan_layout(topo, path, engine=engine)
+        assert {lb.engine for lb in layout.lbs} == {engine}
+
+
 def test_population_spreads_over_the_zones_by_the_shard_hash():
     split = load_topology(EXAMPLE).split["api.example.test"]
     ids = demo.population(2000)
@@ -709,3 +724,71 @@ def test_demo_without_a_topology_says_what_to_do(tmp_path):
     )
     assert proc.returncode == 2
     assert "--topology" in proc.stdout
+
+
+HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="HAProxy is not installed (apt-get install haproxy)")
+@pytest.mark.timeout(150)
+def test_quick_demo_on_the_haproxy_engine_meets_every_budget(tmp_path):
+    """Issue 13 item 8: the same drills and budgets with HAProxy moving the bytes."""
+    proc, out, seen = _run_demo(["--quick", "--engine", "haproxy"], tmp_path)
+
+    assert proc.returncode == 0, out
+    run_dir = tmp_path / "run"
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["ok"] is True
+    assert report["engines"] == {"changping": "haproxy", "yanqing": "haproxy"}
+    assert [s["name"] for s in report["steps"]] == STEP_NAMES
+    for step in report["steps"]:
+        assert step["met"], (step["name"], step["missed"], out)
+        assert step["requests"] > 100
+        assert step["failed_counted"] == 0
+        assert all(c["ok"] for c in step["checks"]), (step["name"], step["checks"])
+    by_name = {s["name"]: s for s in report["steps"]}
+    spilled = by_name["kill-all"]["answered"]["changping"]
+    assert sum(n for b, n in spilled.items() if b.startswith("yq-")) > 0
+    assert by_name["kill-lb"]["failovers"] > 0
+    assert set(by_name["final"]["answered"]["changping"]) == {"cp-1", "cp-2", "cp-3"}
+    assert "(haproxy engine)" in out
+    for zone in ("changping", "yanqing"):
+        assert "engine haproxy (pid" in (run_dir / f"lb-{zone}.log").read_text()
+    # pytest's run directory is too long for HAProxy's sockets: the demo put its state
+    # directories under /tmp, said where, and removed them at the end.
+    dirs = re.findall(r"HAProxy in\s+(/tmp/zg-lb-\w+)", out)
+    assert len(dirs) == 2, out
+    assert not any(Path(d).exists() for d in dirs)
+    # The processes the demo did not start itself are HAProxy's (masters and workers,
+    # children of the LBs); none outlives the demo, the SIGKILLed LB's included.
+    pids = _report_pids(report)
+    extra = seen - pids
+    names = set()
+    for pid in extra:
+        try:
+            names.add(psutil.Process(pid).name())
+        except psutil.NoSuchProcess:
+            pass
+    assert names <= {"haproxy"}, names
+    _assert_no_leftovers(pids | seen)
+    assert "every budget met" in out
+
+
+def test_demo_on_the_haproxy_engine_without_haproxy_says_so(tmp_path):
+    env = dict(
+        os.environ,
+        ZONEGATE_DEMO_DIR=str(tmp_path / "run"),
+        ZONEGATE_HAPROXY=str(tmp_path / "no-haproxy"),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "zonegate", "demo", "--quick", "--engine", "haproxy"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "the haproxy engine needs HAProxy" in proc.stdout
+    assert "apt-get install haproxy" in proc.stdout
+    assert not (tmp_path / "run" / "lb-changping.log").exists()  # nothing was started

@@ -76,6 +76,7 @@ import logging
 import math
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -1048,6 +1049,9 @@ class Drill(DrillBase):
         self.token = secrets.token_hex(16)
         self.control_url = f"http://{layout.control}"
         self._http: httpx.AsyncClient | None = None
+        self._temp_dirs: list[Path] = []
+        self.haproxy_dirs: dict[str, Path] = {}
+        """The state directory of each zone's HAProxy (haproxy engine only)."""
 
     def children(self) -> list[Child]:
         """Every process, in start order."""
@@ -1099,8 +1103,7 @@ class Drill(DrillBase):
             # Always explicit: the zone's lb_engine may be either, whatever --engine says.
             argv += ["--engine", lb.engine]
             if lb.engine == "haproxy":
-                # HAProxy's config, sockets and state files in the run directory.
-                argv += ["--state-dir", str(self.run_dir / f"lb-{lb.zone}.haproxy")]
+                argv += ["--state-dir", str(self.haproxy_state_dir(lb.zone))]
             self.lbs[lb.zone] = Child(
                 f"lb {lb.zone}", argv, "zonegate lb ready", self.run_dir / f"lb-{lb.zone}.log"
             )
@@ -1136,7 +1139,8 @@ class Drill(DrillBase):
             self.event(
                 None,
                 f"zonegate lb --zone {lb.zone} ({lb.engine} engine): {lb.listener} on "
-                f"{lb.bind}, admin {lb.admin}, pid {self.lbs[lb.zone].pid}",
+                f"{lb.bind}, admin {lb.admin}, pid {self.lbs[lb.zone].pid}"
+                + (f", HAProxy in {d}" if (d := self.haproxy_dirs.get(lb.zone)) else ""),
             )
         if "dns" in self.services:
             self.event(
@@ -1148,6 +1152,21 @@ class Drill(DrillBase):
             self.event(
                 None, f"zonegate httpdns on {lay.httpdns}, pid {self.services['httpdns'].pid}"
             )
+
+    def haproxy_state_dir(self, zone: str) -> Path:
+        """Where `zone`'s HAProxy keeps its config, sockets and state files: in the run
+        directory, unless that makes a unix socket path too long for HAProxy; then a
+        fresh directory under /tmp, removed at shutdown."""
+        from zonegate.lb.haproxy.render import HaproxyPaths
+
+        state = self.run_dir / f"lb-{zone}.haproxy"
+        try:
+            HaproxyPaths.in_dir(state)
+        except ValueError:
+            state = Path(tempfile.mkdtemp(prefix="zg-lb-", dir="/tmp"))
+            self._temp_dirs.append(state)
+        self.haproxy_dirs[zone] = state
+        return state
 
     def kill_backend(self, run: StepRun, name: str) -> None:
         """SIGKILL a backend; the step's fault time is the first kill."""
@@ -1212,6 +1231,8 @@ class Drill(DrillBase):
         gslb = [c for n, c in self.services.items() if n != "control"]
         stop_all([*gslb, *self.lbs.values()], 5.0)
         stop_all([*self.backends.values(), *self.services.values()], 5.0)
+        for d in self._temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
     # the control plane
 
