@@ -277,10 +277,91 @@ def _addr(hp: HostPort) -> str:
     return f"ipv6@{hp.host}:{hp.port}" if ":" in hp.host else f"{hp.host}:{hp.port}"
 
 
-def _error_payload(status: int) -> str:
+def _error_payload(status: int, message: str | None = None) -> str:
     reason = REASONS.get(status, b"Error").decode()
-    body = f"{status} {reason}: {_ERRORS[status]}\n"
+    body = f"{status} {reason}: {message or _ERRORS[status]}\n"
     return f'content-type "text/plain; charset=utf-8" string {quote(body)}'
+
+
+# RFC 3986 §3.2.2 IPv6address (with its IPv4 tail): the set ipaddress.IPv6Address takes
+# in the built-in engine's IP-literal check (lb/http1.py _normalize_host).
+_H16 = "[0-9A-Fa-f]{1,4}"
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_LS32 = rf"(?:{_H16}:{_H16}|{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})"
+_IPV6 = (
+    "(?:"
+    + "|".join(
+        [
+            rf"(?:{_H16}:){{6}}{_LS32}",
+            rf"::(?:{_H16}:){{5}}{_LS32}",
+            rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+            rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+            rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+            rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+            rf"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+        ]
+    )
+    + ")"
+)
+_REG_NAME = "(?:[A-Za-z0-9._~!$&'()*+;=-]|%[0-9A-Fa-f]{2})"
+HOST_REGEX = rf"^(?:\[{_IPV6}\]|{_REG_NAME}*)(?::[0-9]*)?$"
+"""uri-host [":" port] (RFC 9112 §3.2): the Host values lb/http1.py accepts."""
+
+_ABSOLUTE_FORM = "^[A-Za-z][A-Za-z0-9+.-]*:"  # a scheme, as lb/http1.py _SCHEME
+_AUTHORITY = "url,field(3,/),field(1,?)"  # HAProxy itself refuses '#' in a target
+
+
+def _refusals(out: _Out) -> None:
+    """Deny what the built-in engine's parser refuses and HAProxy would forward.
+
+    Samples see the request as the client sent it: `req.fhdr` is the whole field
+    (`req.hdr` splits at commas), `url` the target. The checks run in lb/http1.py
+    check_request's order, with its status and words. The Host field, or the
+    authority of an absolute-form target (which replaces it), must be a valid host.
+    What HAProxy's parser normalizes before any rule runs (obs-fold, bare LF,
+    Content-Length beside Transfer-Encoding) is out of reach: docs/lb.md "Engines".
+    """
+    out.line(f"acl zg_absolute_form url -m reg {quote(_ABSOLUTE_FORM)}", 1)
+    out.line('acl zg_http_scheme url -m reg -i "^https?:"', 1)
+    rules = [
+        # HTTP/2 (TLS with ALPN h2) is HAProxy's own protocol: only HTTP/1 is checked.
+        (505, "HTTP version not supported", "{ fc_http_major 1 } !{ req.ver -m beg 1. }"),
+        (405, "CONNECT is not supported", "METH_CONNECT"),
+        (
+            400,
+            "Transfer-Encoding in an HTTP/1.0 request",
+            "{ req.ver 1.0 } { req.fhdr_cnt(transfer-encoding) gt 0 }",
+        ),
+        (400, "unsupported scheme in the request target", "zg_absolute_form !zg_http_scheme"),
+        (400, "userinfo in the request target", 'zg_http_scheme { url -m reg "^[^:]*://[^/?]*@" }'),
+        (
+            400,
+            "no authority in an absolute-form request target",
+            'zg_http_scheme !{ url -m reg "^[^:]*://[^/?]" }',
+        ),
+        (
+            400,
+            "missing Host field",
+            "{ fc_http_major 1 } !{ req.ver 1.0 } !{ req.fhdr_cnt(host) gt 0 } !zg_absolute_form",
+        ),
+    ]
+    for status, message, cond in rules:
+        out.line(_deny(status, message, cond), 1)
+    out.line(f"http-request set-var(txn.zg_host) {_AUTHORITY} if zg_http_scheme", 1)
+    out.line("http-request set-var(txn.zg_host) req.fhdr(host) if !zg_absolute_form", 1)
+    cond = f"{{ var(txn.zg_host) -m found }} !{{ var(txn.zg_host) -m reg {quote(HOST_REGEX)} }}"
+    out.line(_deny(400, "invalid Host", cond), 1)
+
+
+def _deny(status: int, message: str, cond: str) -> str:
+    # As the built-in engine, close after the answer: without `Connection: close`
+    # HAProxy would keep the connection and serve a request pipelined behind it.
+    return (
+        f"http-request deny status {status} {_error_payload(status, message)}"
+        f" hdr Connection close if {cond}"
+    )
 
 
 def _global(
@@ -344,6 +425,7 @@ def _frontend(
     out.line(f"timeout client {_ms(listener.timeouts.client_idle)}", 1)
     out.line(f"timeout http-request {_ms(listener.timeouts.header)}", 1)
     out.line(f"timeout http-keep-alive {_ms(listener.timeouts.client_idle)}", 1)
+    _refusals(out)
     if listener.forwarded_headers:
         out.line("option forwardfor", 1)
         proto = "https" if listener.tls is not None else "http"
@@ -520,6 +602,7 @@ def _pool_options(pool: Pool, mode: str) -> str:
 
 
 __all__ = [
+    "HOST_REGEX",
     "NO_ROUTE_BACKEND",
     "SERVER_STATE_EMPTY",
     "HaproxyPaths",
