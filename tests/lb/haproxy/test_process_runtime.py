@@ -47,7 +47,7 @@ class Paths:
 
 @pytest.fixture
 def state_dir():
-    # Short: a unix socket path takes at most 107 bytes, pytest's tmp_path can be longer.
+    # Short: a unix socket path takes at most 97 bytes (HAProxy keeps 10 for a temporary name), pytest's tmp_path can be longer.
     d = Path(tempfile.mkdtemp(prefix="zg-hp-"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
