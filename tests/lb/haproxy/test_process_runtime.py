@@ -47,7 +47,8 @@ class Paths:
 
 @pytest.fixture
 def state_dir():
-    # Short: a unix socket path takes at most 97 bytes (HAProxy keeps 10 for a temporary name), pytest's tmp_path can be longer.
+    # Short: HAProxy takes unix socket paths of at most 97 bytes (it keeps 10 for a
+    # temporary name), and pytest's tmp_path can be longer.
     d = Path(tempfile.mkdtemp(prefix="zg-hp-"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
