@@ -417,21 +417,32 @@ def test_print_config_passes_haproxy_check(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def _smuggling_topo(backend) -> Topo:
+    return (
+        Topo()
+        .pool("web", [backend], health={"active": None})
+        .listener("web", limits={"request_line_bytes": 256, "header_bytes": 1024})
+    )
+
+
 @pytest.fixture(scope="module")
 def smuggling_lb(tmp_path_factory):
     from tests.peers.processes import start_backend
 
     backend = start_backend("solo", zone="z1")
-    topo = (
-        Topo()
-        .pool("web", [backend], health={"active": None})
-        .listener("web", limits={"request_line_bytes": 256, "header_bytes": 1024})
-    )
     try:
-        with haproxy_lb(tmp_path_factory.mktemp("smuggling"), topo) as lb:
+        with haproxy_lb(tmp_path_factory.mktemp("smuggling"), _smuggling_topo(backend)) as lb:
             yield lb, backend
     finally:
         backend.kill()
+
+
+@pytest.fixture(scope="module")
+def builtin_smuggling_lb(smuggling_lb, tmp_path_factory):
+    """The built-in engine on the same backend and topology: the reference."""
+    _, backend = smuggling_lb
+    with start_lb(tmp_path_factory.mktemp("smuggling-builtin"), _smuggling_topo(backend)) as lb:
+        yield lb
 
 
 HAPROXY_FORWARDS = {
@@ -573,9 +584,15 @@ VALID_REQUESTS = {
 }
 
 
+@pytest.mark.parametrize("engine", ["builtin", "haproxy"])
 @pytest.mark.parametrize("case", sorted(VALID_REQUESTS))
-def test_valid_requests_pass_through_the_rendered_rules(smuggling_lb, case):
+def test_valid_requests_pass_through_the_rendered_rules(
+    smuggling_lb, builtin_smuggling_lb, engine, case
+):
+    """Both engines forward what the built-in parser accepts, the rules included."""
     lb, backend = smuggling_lb
+    if engine == "builtin":
+        lb = builtin_smuggling_lb
     before = backend_requests(backend)
     status, body = _exchange(lb.port, VALID_REQUESTS[case])
     after = backend_requests(backend)
@@ -583,6 +600,41 @@ def test_valid_requests_pass_through_the_rendered_rules(smuggling_lb, case):
     assert after - before == 2, "the request reached the backend"
     seen = json.loads(body)
     assert seen["path"] == "/echo"
+
+
+MORE_REFUSALS = {
+    # Beyond the corpus: refused by the built-in engine, forwarded by HAProxy 2.6 alone.
+    "absolute_form_bad_authority": b"GET http://app.test,evil.test/ HTTP/1.1\r\n\r\n",
+    "absolute_form_no_authority": b"GET http:///x HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    "absolute_form_bad_ipv6": b"GET http://[1:2:3]/ HTTP/1.1\r\n\r\n",
+    "bad_ipv6_literal_host": b"GET / HTTP/1.1\r\nHost: [1:2:3]:80\r\n\r\n",
+    "ipv6_zone_id_host": b"GET / HTTP/1.1\r\nHost: [fe80::1%25eth0]\r\n\r\n",
+    "host_bad_pct_encoding": b"GET / HTTP/1.1\r\nHost: a%zz.test\r\n\r\n",
+    "host_port_not_digits": b"GET / HTTP/1.1\r\nHost: app.test:8o\r\n\r\n",
+    "connect": b"CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\n\r\n",
+    "http_1_2_without_host": b"GET / HTTP/1.2\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MORE_REFUSALS))
+def test_more_refusals_match_the_builtin_engine(smuggling_lb, builtin_smuggling_lb, case):
+    """The same status and reason from both engines (the built-in one may add the
+    offending value), the connection closed, and nothing reaches the backend."""
+    lb, backend = smuggling_lb
+    data = MORE_REFUSALS[case]
+    answers = []
+    for port in (builtin_smuggling_lb.port, lb.port):
+        before = backend_requests(backend)
+        reply = raw_exchange(port, data, timeout=2.0)
+        assert backend_requests(backend) - before == 1, f"forwarded: {reply[:200]!r}"
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert b"connection: close" in head.lower(), reply[:300]
+        answers.append((head.split(b" ", 2)[1], body.decode().strip()))
+    (builtin, builtin_body), (haproxy, haproxy_body) = answers
+    print(f"\n{case}: built-in {builtin_body!r}, haproxy {haproxy_body!r}")
+    assert builtin == haproxy
+    if case != "absolute_form_bad_ipv6":  # built-in: urlsplit's ValueError, "malformed request"
+        assert builtin_body.startswith(haproxy_body)
 
 
 def test_a_change_haproxy_refuses_keeps_the_running_config(tmp_path, backend_factory):

@@ -8,6 +8,7 @@ what the text means (routes, 404, error bodies, version header, forwarding heade
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -33,8 +34,11 @@ from tests.peers.processes import (
     retry_addr_in_use,
     start_backends,
 )
+from zonegate.errors import HttpParseError
+from zonegate.lb import http1
 from zonegate.lb.haproxy.model import WEIGHT_MAX
 from zonegate.lb.haproxy.render import (
+    HOST_REGEX,
     SERVER_STATE_EMPTY,
     SOCKET_PATH_MAX,
     HaproxyPaths,
@@ -236,6 +240,74 @@ def test_status_regex_matches_exactly_the_range(low: int, span: int) -> None:
     rx = re.compile(status_regex(StatusRange(low, high)))
     for code in range(100, 600):
         assert bool(rx.fullmatch(str(code))) == (low <= code <= high), code
+
+
+def _builtin_accepts_host(value: str) -> bool:
+    try:
+        http1._host_without_port(value.encode("latin-1"))
+    except HttpParseError:
+        return False
+    return True
+
+
+def _ipv6_forms(addr: ipaddress.IPv6Address) -> st.SearchStrategy[str]:
+    forms = [str(addr), addr.exploded, addr.compressed.upper()]
+    if addr.ipv4_mapped is not None:
+        forms.append(f"::ffff:{addr.ipv4_mapped}")
+    return st.sampled_from(forms)
+
+
+_HOST_CHARS = "aZ09.-_~!$&'()*+;=%:[]@/, \tfF"  # no LF: HAProxy ends a field there
+
+_HOSTS = st.one_of(
+    st.text(_HOST_CHARS, max_size=12),
+    st.builds(
+        lambda ip, port, broken: f"[{ip[:-1] if broken else ip}]{port}",
+        st.ip_addresses(v=6).flatmap(_ipv6_forms),
+        st.sampled_from(["", ":", ":80", ":8o"]),
+        st.booleans(),
+    ),
+    st.builds(
+        lambda a, b: f"[{a}:{b}]",
+        st.text("0123456789abcdef:.", max_size=20),
+        st.text("0f:", max_size=4),
+    ),
+)
+
+
+@given(_HOSTS)
+def test_host_regex_accepts_what_the_builtin_parser_accepts(host: str) -> None:
+    """The rendered Host/authority check is lb/http1.py's, in HAProxy's regex syntax
+    (PCRE2 reads this pattern as Python's re does)."""
+    assert (re.search(HOST_REGEX, host) is not None) == _builtin_accepts_host(host), host
+
+
+def test_host_regex_examples() -> None:
+    for good in ["app.test", "App.Test.:8080", "[::1]", "[::ffff:10.0.0.1]:80", "", "a%2Db", ":80"]:
+        assert re.search(HOST_REGEX, good), good
+    for bad in ["a, b", "a b", "u@a", "a/b", "[1:2:3]", "[fe80::1%25eth0]", "a:8o", "[::1]x"]:
+        assert not re.search(HOST_REGEX, bad), bad
+
+
+def test_refusals_are_rendered_in_each_http_frontend_before_any_routing() -> None:
+    text = render_config(
+        _snapshot("tests/lb/haproxy/golden/full.yaml"), "east", HaproxyPaths.in_dir("/run/x")
+    )
+    for section in text.split("\n\n"):
+        head = section.split("\n", 1)[0]
+        if not head.startswith("frontend "):
+            continue
+        lines = section.splitlines()
+        denies = [i for i, line in enumerate(lines) if "http-request deny" in line]
+        if "    mode tcp" in lines:
+            assert denies == [], head
+            continue
+        assert len(denies) == 8, head
+        first_other = min(
+            i for i, line in enumerate(lines) if "use_backend" in line or "set-header" in line
+        )
+        assert max(denies) < first_other, head
+        assert all("hdr Connection close if" in lines[i] for i in denies)
 
 
 def test_quote_escapes_what_haproxy_would_read() -> None:
