@@ -194,6 +194,8 @@ class HaproxyProcess:
         self.lines: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
         self._line_count = 0
         self._proc: asyncio.subprocess.Process | None = None
+        self._ready: asyncio.subprocess.Process | None = None
+        """The process `_wait_ready` last saw ready: its signal handlers are set."""
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -262,6 +264,7 @@ class HaproxyProcess:
                 table = await self.master.show_proc()
                 info = await self.runtime.show_info()
                 if int(info["Pid"]) in {w.pid for w in table.workers}:
+                    self._ready = proc
                     return
                 why = f"stats socket answered by pid {info['Pid']}, not a current worker"
             except (ZonegateError, ValueError, KeyError) as e:
@@ -380,6 +383,13 @@ class HaproxyProcess:
         proc = self._proc
         if proc is None:
             return None
+        if proc.returncode is None and proc is not self._ready:
+            # Restarted and still starting: a SIGUSR1 before HAProxy has set its signal
+            # handlers would kill it outright. It serves nothing yet, so wait briefly.
+            with contextlib.suppress(HaproxyStartError, TimeoutError):
+                await asyncio.wait_for(
+                    self._wait_ready(proc), min(drain_timeout, self.ready_timeout)
+                )
         if not await self._signal_until_exit(proc, signal.SIGUSR1, drain_timeout):
             log.warning("haproxy still draining after %.1fs: stopping it", drain_timeout)
             await self._signal_until_exit(proc, signal.SIGTERM, KILL_GRACE)
