@@ -8,6 +8,7 @@ what the text means (routes, 404, error bodies, version header, forwarding heade
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import os
 import re
@@ -376,6 +377,12 @@ def test_rendered_config_serves_as_the_builtin_proxy_would(state_dir: Path) -> N
         hap, port = retry_addr_in_use(start)
         try:
             _check_traffic(f"http://127.0.0.1:{port}")
+            # An absolute-form target routes by its authority, as in the built-in engine.
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET http://A.test/echo/q HTTP/1.1\r\nConnection: close\r\n\r\n")
+                resp = http.client.HTTPResponse(s)
+                resp.begin()
+                assert (resp.status, resp.getheader("x-backend")) == (200, "b2")
         finally:
             hap.kill()
     finally:

@@ -436,7 +436,9 @@ def _frontend(
         header = quote(listener.version_header)
         out.line(f"http-after-response set-header {header} {quote(value)}", 1)
     if any(route.host is not None for route in listener.routes):
-        out.line("http-request set-var(txn.host) req.hdr(host),field(1,:),lower", 1)
+        # The Host field, or an absolute-form target's authority (which replaces it,
+        # RFC 9112 §3.2.2), checked by _refusals.
+        out.line("http-request set-var(txn.host) var(txn.zg_host),field(1,:),lower", 1)
     for cond, backend in _rules(snapshot, listener.routes, tcp=False):
         out.line(f"use_backend {backend}{cond}", 1)
     out.line(f"default_backend {NO_ROUTE_BACKEND}", 1)
