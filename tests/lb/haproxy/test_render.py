@@ -303,7 +303,7 @@ def test_refusals_are_rendered_in_each_http_frontend_before_any_routing() -> Non
         if "    mode tcp" in lines:
             assert denies == [], head
             continue
-        assert len(denies) == 8, head
+        assert len(denies) == 10, head
         first_other = min(
             i for i, line in enumerate(lines) if "use_backend" in line or "set-header" in line
         )

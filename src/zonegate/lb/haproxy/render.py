@@ -310,6 +310,7 @@ HOST_REGEX = rf"^(?:\[{_IPV6}\]|{_REG_NAME}*)(?::[0-9]*)?$"
 """uri-host [":" port] (RFC 9112 §3.2): the Host values lb/http1.py accepts."""
 
 _ABSOLUTE_FORM = "^[A-Za-z][A-Za-z0-9+.-]*:"  # a scheme, as lb/http1.py _SCHEME
+_CONTROL_IN_FIELD = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"  # req.hdrs: CR LF end lines
 _AUTHORITY = "url,field(3,/),field(1,?)"  # HAProxy itself refuses '#' in a target
 
 
@@ -328,6 +329,12 @@ def _refusals(out: _Out) -> None:
     rules = [
         # HTTP/2 (TLS with ALPN h2) is HAProxy's own protocol: only HTTP/1 is checked.
         (505, "HTTP version not supported", "{ fc_http_major 1 } !{ req.ver -m beg 1. }"),
+        # HAProxy takes control bytes in field values; llhttp refuses all but HTAB.
+        (
+            400,
+            "malformed request: Invalid header value char",
+            f"{{ req.hdrs -m reg {quote(_CONTROL_IN_FIELD)} }}",
+        ),
         (405, "CONNECT is not supported", "METH_CONNECT"),
         (
             400,
@@ -345,6 +352,12 @@ def _refusals(out: _Out) -> None:
             400,
             "missing Host field",
             "{ fc_http_major 1 } !{ req.ver 1.0 } !{ req.fhdr_cnt(host) gt 0 } !zg_absolute_form",
+        ),
+        (
+            400,
+            "request target must be an absolute path",
+            "!zg_absolute_form !{ url -m beg / } !{ url -m str * }"
+            " || !zg_absolute_form !{ url -m beg / } !METH_OPTIONS",
         ),
     ]
     for status, message, cond in rules:
