@@ -27,7 +27,9 @@ What maps to what (docs/lb.md "Engines" has the table for users):
 - version header -> `http-after-response set-header` from the version map, so
   HAProxy's own 404/502/503/504 carry it and `set map` changes it without a reload;
 - timeouts, limits, forwarding headers and short `text/plain` error bodies as the
-  built-in proxy writes them.
+  built-in proxy writes them;
+- what the built-in parser refuses and HAProxy's would forward -> `http-request deny`
+  rules first in each http frontend, with the built-in status and words (_refusals).
 """
 
 from __future__ import annotations
