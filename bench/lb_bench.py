@@ -1081,7 +1081,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ports = dict(zip(("backend", "proxy", "admin", "b2", "b3"), bench_ports, strict=True))
     print(
         f"  ports: backend {ports['backend']}, proxy {ports['proxy']}, "
-        f"zonegate admin {ports['admin']}; files in {tmp}"
+        f"zonegate admin {ports['admin']}, --changes b2 {ports['b2']} b3 {ports['b3']}; "
+        f"files in {tmp}"
     )
     procs = Procs()
     runs: list[Run] = []

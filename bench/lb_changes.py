@@ -399,6 +399,9 @@ def fmt_ms(v: float | None) -> str:
 
 def fmt_step(st: Step) -> str:
     extra = f", b3 serving after {fmt_ms(st.reached2_ms)}" if st.step == "reload-add-b3" else ""
+    for kind in ("applied at runtime", "HAProxy reloaded"):
+        if f"({kind})" in st.action:
+            extra += f" [{kind}]"
     return (
         f"{st.step:<17} reached traffic after {fmt_ms(st.reached_ms)}{extra} "
         f"(probe every {st.probe_gap_ms:.2f} ms); failed {st.failed} "
