@@ -454,6 +454,8 @@ def test_absolute_form_authority_ends_at_slash_query_or_fragment(target, host, o
         b"ftp://h.test/",
         b"http://h.test evil/",
         b"http://h.test,evil.test/",
+        b"http://[1:2:3]/",  # urlsplit itself refuses it (ValueError)
+        b"http://[::1/",
     ],
 )
 def test_absolute_form_without_valid_authority_refused(target):

@@ -287,7 +287,10 @@ def _absolute_form(target: bytes) -> tuple[bytes, bytes]:
     the first "/", "?" or "#" (RFC 3986 §3.2) and must be a valid host; userinfo is
     refused (RFC 9110 §4.2.4); a fragment is dropped, an empty path becomes "/".
     """
-    url = urlsplit(target.decode("latin-1"))
+    try:
+        url = urlsplit(target.decode("latin-1"))
+    except ValueError as e:  # urlsplit refuses some authorities itself ("[1:2:3]")
+        raise HttpParseError(f"invalid Host in the request target: {e}") from None
     if url.scheme not in ("http", "https"):
         raise HttpParseError(f"unsupported scheme in the request target: {url.scheme!r}")
     authority = url.netloc.encode("latin-1")
