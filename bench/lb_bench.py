@@ -277,39 +277,8 @@ def haproxy_conf(tmp: Path, topo: Path, workers: int) -> Path:
 
 
 def zonegate_topology(port: int, backend: int, admin: int) -> str:
-    return textwrap.dedent(f"""\
-        # lb_bench: one zone, one pool with the one backend, every feature on
-        zones:
-          bench:
-            lb_admin: 127.0.0.1:{admin}
-        pools:
-          bench-pool:
-            zone: bench
-            balance: weighted
-            backends:
-              - address: 127.0.0.1:{backend}
-                name: b1
-            health:
-              active:
-                type: http
-                path: /healthz
-                expect_status: 2xx
-                interval: 1s
-                timeout: 500ms
-              passive:
-                consecutive_failures: 5
-            retries: 2
-            keepalive: 128
-        listeners:
-          bench-http:
-            zone: bench
-            bind: 127.0.0.1:{port}
-            protocol: http
-            routes:
-              - pool: bench-pool
-            forwarded_headers: true
-            version_header: X-Zonegate-Version
-        """)
+    """One zone, one pool with the one backend, every feature on (lb_changes' topology)."""
+    return lb_changes.topology(port, admin, [("b1", backend, 1)])
 
 
 # --------------------------------------------------------------------------- wrk

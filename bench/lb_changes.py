@@ -90,7 +90,7 @@ def topology(port: int, admin: int, backends: list[tuple[str, int, int]]) -> str
         for name, bport, weight in backends
     )
     return textwrap.dedent(f"""\
-        # lb_bench --changes: one zone, one weighted pool, every feature on
+        # lb_bench: one zone, one weighted pool, every feature on
         zones:
           bench:
             lb_admin: 127.0.0.1:{admin}
