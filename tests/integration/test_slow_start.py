@@ -24,14 +24,19 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.mark.parametrize("engine", engines())
 @pytest.mark.parametrize("balance", ["round_robin", "least_conn", "least_load"])
-def test_returning_backend_ramps(tmp_path, backend_factory, balance, engine):
+def test_returning_backend_ramps(request, tmp_path, backend_factory, balance, engine):
     bs = backend_factory.many(3, zone="z1")
     health = {**fast_health(), "slow_start": "10s"}
     topo = Topo().pool("web", bs, health=health, balance=balance).listener("web")
     if engine == "haproxy" and balance == "least_conn":
-        pytest.skip(
-            "HAProxy's leastconn spreads idle-pool requests evenly over a slow-starting "
-            "server (measured: 200 of 600 at effective weight 0.06)"
+        # A known engine difference, which `zonegate check` warns about
+        # (capabilities.engine_warnings); strict, so a fix shows up here.
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="HAProxy's leastconn spreads idle-pool requests evenly over a "
+                "slow-starting server (measured: 200 of 600 at effective weight 0.06)",
+            )
         )
     with start_lb(tmp_path, topo, engine=engine) as lb:
         backend_post(bs[2], "/admin/fail-health")

@@ -198,3 +198,35 @@ listeners:
     out, err = io.StringIO(), io.StringIO()
     assert run_check(str(path), out=out, err=err) == 0
     assert err.getvalue() == ""
+
+
+def test_check_warns_that_leastconn_ramps_slow_start_only_under_load(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        """\
+zones:
+  a: {lb_engine: haproxy}
+pools:
+  p:
+    zone: a
+    balance: least_conn
+    backends: [{address: 127.0.0.1:1}]
+    health: {slow_start: 10s}
+listeners:
+  l:
+    zone: a
+    bind: 127.0.0.1:2
+    routes: [{pool: p}]
+"""
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert run_check(str(path), out=out, err=err) == 0
+    assert err.getvalue().splitlines() == [
+        f"{path}:8:14: pools.p.health.slow_start: warning: haproxy engine: leastconn ramps a "
+        "slow-starting server only while the pool is busy; in an idle pool it takes its full "
+        "share at once",
+    ]
+    path.write_text(path.read_text().replace("lb_engine: haproxy", "lb_engine: builtin"))
+    out, err = io.StringIO(), io.StringIO()
+    assert run_check(str(path), out=out, err=err) == 0
+    assert err.getvalue() == ""

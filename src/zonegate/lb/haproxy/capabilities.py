@@ -181,6 +181,14 @@ def engine_warnings(topo: Topology) -> list[Problem]:
         if name in seen:
             continue
         seen.add(name)
+        if pool.balance == "least_conn" and pool.health.slow_start > 0:
+            out.append(
+                (
+                    ("pools", name, "health", "slow_start"),
+                    "haproxy engine: leastconn ramps a slow-starting server only while the "
+                    "pool is busy; in an idle pool it takes its full share at once",
+                )
+            )
         passive = pool.health.passive
         here: Path = ("pools", name, "health", "passive")
         if passive.consecutive_failures == 0:
