@@ -18,7 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.peers.processes import ProcessError, free_port, start_process, wait_port
+from tests.peers.processes import (
+    ProcessError,
+    free_port,
+    refused_port,
+    start_process,
+    wait_port,
+)
 from zonegate.lab.backend import pattern_crc32
 
 pytestmark = pytest.mark.timeout(30)
@@ -428,7 +434,8 @@ def test_start_process_sees_ready_line_on_stderr_and_env():
 
 
 def test_free_port_and_wait_port(backend):
-    port = free_port()
+    port = refused_port()  # held, not listening: nothing else can take it meanwhile
+    assert free_port() != port
     with pytest.raises(TimeoutError):
         wait_port("127.0.0.1", port, timeout=0.2)
     wait_port(backend.host, backend.port, timeout=2)

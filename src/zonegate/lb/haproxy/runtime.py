@@ -95,6 +95,25 @@ def _verdict(cmd: str, text: str) -> str:
     return text
 
 
+async def _connect(path: str, limit: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open the unix socket `path` within `limit` seconds, errors in our tree."""
+    try:
+        async with asyncio.timeout(limit):
+            return await asyncio.open_unix_connection(path)
+    except TimeoutError as e:
+        raise ConnectTimeout(f"haproxy socket {path}: no connection in {limit}s") from e
+    except OSError as e:
+        raise ConnectError(f"haproxy socket {path}: {e.strerror or e}") from e
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+
+
 async def _exchange(
     path: str, payload: bytes, limit: float, until: re.Pattern[bytes] | None
 ) -> bytes:
@@ -102,13 +121,7 @@ async def _exchange(
     regex `until` matches the end of what came); `limit` seconds for the connect and
     again for the answer."""
     timeout = limit
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(path)
-    except TimeoutError as e:
-        raise ConnectTimeout(f"haproxy socket {path}: no connection in {timeout}s") from e
-    except OSError as e:
-        raise ConnectError(f"haproxy socket {path}: {e.strerror or e}") from e
+    reader, writer = await _connect(path, timeout)
     try:
         async with asyncio.timeout(timeout):
             writer.write(payload)
@@ -127,11 +140,7 @@ async def _exchange(
     except OSError as e:
         raise ReadError(f"haproxy socket {path}: {e.strerror or e}") from e
     finally:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except OSError:
-            pass
+        await _close(writer)
 
 
 class RuntimeClient:
@@ -164,13 +173,7 @@ class RuntimeClient:
         for cmd in cmds:
             _check_command(cmd)
         results = []
-        try:
-            async with asyncio.timeout(self.timeout * (1 + len(cmds))):
-                reader, writer = await asyncio.open_unix_connection(self.path)
-        except TimeoutError as e:
-            raise ConnectTimeout(f"haproxy socket {self.path}: no connection") from e
-        except OSError as e:
-            raise ConnectError(f"haproxy socket {self.path}: {e.strerror or e}") from e
+        reader, writer = await _connect(self.path, self.timeout)
         try:
             async with asyncio.timeout(self.timeout * (1 + len(cmds))):
                 writer.write(b"prompt\n")
@@ -191,11 +194,7 @@ class RuntimeClient:
         except (asyncio.IncompleteReadError, OSError) as e:
             raise ReadError(f"haproxy socket {self.path}: connection lost: {e}") from e
         finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except OSError:
-                pass
+            await _close(writer)
         return results
 
     # reading
@@ -299,13 +298,7 @@ class MasterClient:
         The outcome shows in `show proc` once the master is back: see
         process.py's `HaproxyProcess.reload`, which waits for it.
         """
-        try:
-            async with asyncio.timeout(self.timeout):
-                _, writer = await asyncio.open_unix_connection(self.path)
-        except TimeoutError as e:
-            raise ConnectTimeout(f"haproxy master socket {self.path}: no connection") from e
-        except OSError as e:
-            raise ConnectError(f"haproxy master socket {self.path}: {e.strerror or e}") from e
+        _, writer = await _connect(self.path, self.timeout)
         try:
             writer.write(b"reload\n")
             async with asyncio.timeout(self.timeout):
@@ -313,8 +306,4 @@ class MasterClient:
         except (TimeoutError, OSError) as e:
             raise ReadError(f"haproxy master socket {self.path}: reload not sent: {e}") from e
         finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except OSError:
-                pass
+            await _close(writer)
